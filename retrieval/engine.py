@@ -1,0 +1,115 @@
+"""The one engine behind the CLI, the app and the tests: a Recommender answers
+queries for one (catalogue, backbone, head) triple."""
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backbones import Backbone, create_backbone
+from .cache import cache_root, entry_dir
+from .catalogues import Catalogue, load_catalogue
+from .errors import LookalikeError
+from .features import catalogue_features, embed_images, features_fingerprint
+from .fingerprint import digest
+from .images import open_image
+from .index import Index, build_index, l2_normalise, open_index
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Result:
+    """One recommendation, the same shape everywhere (CLI, API, UI captions)."""
+
+    rank: int
+    id: str
+    label: str
+    score: float
+    row: int  # catalogue row, to fetch the image
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("row")
+        return d
+
+
+class Recommender:
+    """Catalogue + backbone (+ optional fine-tuned head) -> index -> search."""
+
+    def __init__(self, catalogue: Catalogue, backbone: Backbone, head=None, cache_dir=None, index_dir=None):
+        self.catalogue, self.backbone, self.head = catalogue, backbone, head
+        self.cache_dir = cache_root(cache_dir)
+        self.index_dir = Path(index_dir) if index_dir else None
+        self.index: Index | None = None
+        self.rows = None  # catalogue rows the index covers (decodable images)
+
+    @classmethod
+    def open(cls, catalogue: str, backbone="auto", classes=None, cache_dir=None,
+             device="auto", index_dir=None, random_weights=False):
+        """Build from names/specs, the way the CLI does. (A fine-tuned head is
+        passed to the constructor; loading one from a RUN_DIR is still to come.)"""
+        cat = load_catalogue(catalogue, classes)
+        bb = create_backbone(backbone, device=device, random_weights=random_weights)
+        return cls(cat, bb, None, cache_dir, index_dir)
+
+    @property
+    def embedding_name(self) -> str:
+        return f"{self.backbone.name} + {self.head.name}" if self.head else self.backbone.name
+
+    def fingerprints(self) -> dict:
+        return {
+            "catalogue_fingerprint": self.catalogue.fingerprint,
+            "features_fingerprint": features_fingerprint(self.catalogue, self.backbone),
+            "head_fingerprint": self.head.fingerprint if self.head else None,
+        }
+
+    def features(self):
+        """Cached backbone features of the catalogue and the rows they cover."""
+        return catalogue_features(self.catalogue, self.backbone, self.cache_dir)
+
+    def embed_features(self, features: np.ndarray) -> np.ndarray:
+        """Backbone features -> (head) -> L2-normalised embeddings."""
+        return l2_normalise(self.head(features) if self.head is not None else features)
+
+    def catalogue_embeddings(self):
+        features, rows = self.features()
+        return self.embed_features(features), rows
+
+    def build(self, rebuild=False) -> "Recommender":
+        """Load the matching index, or build (and cache) it."""
+        expected = self.fingerprints()
+        folder = self.index_dir or entry_dir(self.cache_dir, "indexes", digest(expected))
+        index = None if rebuild else open_index(folder, expected)
+        if index is None:
+            embeddings, rows = self.catalogue_embeddings()
+            meta = dict(expected, catalogue=self.catalogue.spec, backbone=self.backbone.name,
+                        head=self.head.name if self.head else None, rows=rows.tolist())
+            index = build_index(folder, embeddings, meta)
+        self.index, self.rows = index, np.asarray(index.meta["rows"])
+        return self
+
+    def query_features(self, image) -> np.ndarray:
+        """Backbone features of one query (path, bytes or PIL), validated."""
+        return embed_images([open_image(image)], self.backbone)[0]
+
+    def search(self, image, k=5, exact=False) -> list:
+        return self.search_features(self.query_features(image), k, exact)
+
+    def search_features(self, features: np.ndarray, k=5, exact=False) -> list:
+        """Top-k results for backbone features (lets two recommenders share one
+        backbone pass per query)."""
+        if self.index is None:
+            self.build()
+        if k < 1:
+            raise LookalikeError(f"k must be at least 1, not {k}")
+        query = self.embed_features(features[None, :])[0]
+        positions, scores = self.index.search(query, k, exact=exact)
+        names = self.catalogue.label_names
+        results = []
+        for rank, (pos, score) in enumerate(zip(positions, scores), start=1):
+            row = int(self.rows[pos])
+            item = self.catalogue.dataset.select_columns(["id", "label"])[row]
+            results.append(Result(rank, item["id"], names[item["label"]], round(float(score), 4), row))
+        return results

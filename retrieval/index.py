@@ -1,0 +1,135 @@
+"""Nearest-neighbour index: Annoy (angular, memory-mapped) tuned at build time
+until its recall@10 against exact search reaches a target, plus the exact
+brute-force search that audits it."""
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+from annoy import AnnoyIndex
+
+from .atomic import atomic_dir, write_json
+from .cache import read_meta
+from .errors import LookalikeError
+
+log = logging.getLogger(__name__)
+
+TARGET_RECALL = 0.99
+RECALL_K = 10
+AUDIT_QUERIES = 200
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def exact_search(embeddings: np.ndarray, queries: np.ndarray, k: int):
+    """Top-k rows by cosine similarity (inputs L2-normalised): (rows, scores)."""
+    k = min(k, len(embeddings))
+    scores = queries @ embeddings.T
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.take_along_axis(scores, top, 1).argsort(axis=1)[:, ::-1]
+    top = np.take_along_axis(top, order, 1)
+    return top, np.take_along_axis(scores, top, 1)
+
+
+class Index:
+    """An Annoy index over L2-normalised embeddings with the parameters that
+    met the recall target, loaded memory-mapped from its folder."""
+
+    def __init__(self, folder: Path, meta: dict):
+        self.folder, self.meta = Path(folder), meta
+        self.annoy = AnnoyIndex(meta["dim"], "angular")
+        self.annoy.load(str(self.folder / "index.ann"))  # mmap
+        self.search_k = meta["search_k"]
+        self._embeddings = None
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """The exact vectors (memory-mapped), for --exact and audits."""
+        if self._embeddings is None:
+            self._embeddings = np.load(self.folder / "embeddings.npy", mmap_mode="r")
+        return self._embeddings
+
+    def search(self, query: np.ndarray, k: int, exact=False):
+        """(rows, cosine scores) of the k nearest items to one normalised query."""
+        if exact:
+            rows, scores = exact_search(self.embeddings, query[None, :], k)
+            return rows[0], scores[0]
+        rows, dist = self.annoy.get_nns_by_vector(query.tolist(), k, search_k=self.search_k,
+                                                  include_distances=True)
+        return np.asarray(rows), 1.0 - np.asarray(dist, dtype=np.float32) ** 2 / 2.0
+
+
+def open_index(folder, expected: dict) -> Index | None:
+    """Load the index in `folder` if it exists; refuse one built for other data.
+
+    `expected` holds the fingerprints the caller needs (catalogue, features, head).
+    """
+    meta = read_meta(folder)
+    if meta is None:
+        return None
+    wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+    if wrong:
+        detail = "; ".join(f"{k}: index has {a!r}, wanted {b!r}" for k, (a, b) in wrong.items())
+        raise LookalikeError(
+            f"index in {folder} was built for another catalogue or model ({detail}). "
+            "Rebuild it with `python -m retrieval index` for this catalogue/backbone/head, "
+            "or point --index elsewhere")
+    return Index(folder, meta)
+
+
+def build_index(folder, embeddings: np.ndarray, meta: dict, seed=0) -> Index:
+    """Build, tune (n_trees, search_k) to the recall target, save atomically."""
+    embeddings = l2_normalise(embeddings)
+    n, dim = embeddings.shape
+    rng = np.random.default_rng(seed)
+    audit_rows = rng.choice(n, size=min(AUDIT_QUERIES, n), replace=False)
+    k = min(RECALL_K, n - 1)
+    # each audit item's own neighbours, itself excluded: the self-hit is trivially found
+    truth, _ = exact_search(embeddings, embeddings[audit_rows], k + 1)
+    truth = [[r for r in rows if r != row][:k] for row, rows in zip(audit_rows, truth.tolist())]
+    started = time.perf_counter()
+    n_trees = max(10, min(100, int(np.sqrt(n))))
+    while True:
+        annoy = AnnoyIndex(dim, "angular")
+        annoy.set_seed(seed)
+        for i, v in enumerate(embeddings):
+            annoy.add_item(i, v)
+        annoy.build(n_trees, n_jobs=1)  # n_jobs=1: deterministic for a seed
+        search_k, recall = _tune_search_k(annoy, embeddings, audit_rows, truth, n_trees, k)
+        if recall >= TARGET_RECALL or n_trees >= 400:
+            break
+        n_trees *= 2
+    build_seconds = time.perf_counter() - started
+    meta = dict(meta, dim=dim, n_items=n, n_trees=n_trees, search_k=search_k,
+                recall_at_10=round(recall, 4), audit_queries=len(audit_rows),
+                build_seconds=round(build_seconds, 2))
+    if recall < TARGET_RECALL:
+        log.warning("Annoy recall@10 only %.3f; use --exact for exact results", recall)
+    with atomic_dir(folder) as tmp:
+        annoy.save(str(tmp / "index.ann"))
+        np.save(tmp / "embeddings.npy", embeddings)
+        write_json(tmp / "meta.json", meta)
+    return Index(folder, meta)
+
+
+def _tune_search_k(annoy, embeddings, audit_rows, truth, n_trees, k):
+    """Smallest search_k (doubling) whose recall@k (self excluded) reaches the target."""
+    search_k = n_trees * k
+    limit = max(len(embeddings) * n_trees, search_k)
+    while True:
+        recall = _recall(annoy, embeddings, audit_rows, truth, search_k, k)
+        if recall >= TARGET_RECALL or search_k >= limit:
+            return search_k, recall
+        search_k *= 2
+
+
+def _recall(annoy, embeddings, audit_rows, truth, search_k, k) -> float:
+    hits = 0
+    for row, true_rows in zip(audit_rows, truth):
+        found = annoy.get_nns_by_vector(embeddings[row].tolist(), k + 1, search_k=search_k)
+        hits += len(set(found) & set(true_rows))
+    return hits / (len(audit_rows) * k)

@@ -1,0 +1,33 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from PIL import Image  # noqa: E402
+
+CARS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stanford-cars-thumbs"
+
+
+@pytest.fixture
+def class_folders(tmp_path):
+    """Three classes of four generated images each: a colour per class."""
+    root = tmp_path / "shop"
+    rng = np.random.default_rng(0)
+    for name, colour in [("red", (220, 30, 30)), ("green", (30, 200, 40)), ("blue", (30, 40, 220))]:
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (48, 64, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}{i}.png")
+    return root
+
+
+@pytest.fixture
+def cars():
+    if not CARS.is_dir():
+        pytest.skip("../shared/data/stanford-cars-thumbs is not beside the project")
+    return CARS

@@ -1,0 +1,79 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import retrieval.features as features_module
+from retrieval import Recommender
+from retrieval.backbones import create_backbone
+from retrieval.catalogues import load_catalogue
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _recommender(folder, cache):
+    return Recommender(load_catalogue(str(folder)), create_backbone("resnet18", random_weights=True),
+                       cache_dir=cache)
+
+
+def test_catalogue_image_comes_back_first(class_folders, tmp_path):
+    rec = _recommender(class_folders, tmp_path / "cache").build()
+    results = rec.search(class_folders / "red" / "red2.png", k=3)
+    assert results[0].id == "red/red2" and results[0].score == pytest.approx(1.0, abs=1e-3)
+    assert results[0].label == "red" and [r.rank for r in results] == [1, 2, 3]
+    exact = rec.search(class_folders / "red" / "red2.png", k=3, exact=True)
+    assert [r.id for r in exact] == [r.id for r in results]
+
+
+def test_cache_reused_and_invalidated(class_folders, tmp_path, monkeypatch):
+    calls = []
+    real_extract = features_module.extract
+    monkeypatch.setattr(features_module, "extract", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
+    first, _ = _recommender(class_folders, tmp_path / "cache").features()
+    again, _ = _recommender(class_folders, tmp_path / "cache").features()
+    assert len(calls) == 1 and np.array_equal(first, again)
+    changed = class_folders / "blue" / "blue0.png"
+    (class_folders / "green" / "green0.png").replace(changed)  # content (size/mtime) changes
+    _recommender(class_folders, tmp_path / "cache").features()
+    assert len(calls) == 2
+
+
+def test_corrupt_file_is_skipped_not_fatal(class_folders, tmp_path, caplog):
+    (class_folders / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
+    rec = _recommender(class_folders, tmp_path / "cache").build()
+    assert rec.index.meta["n_items"] == 12
+    assert "skipped 1 unreadable image" in caplog.text
+    assert all(r.id != "red/broken" for r in rec.search(class_folders / "red" / "red0.png", k=13))
+
+
+def test_real_weights_cat_crops_closer_than_cat_and_coffee():
+    from skimage import data
+    from PIL import Image
+
+    backbone = create_backbone("efficientnet_lite0")
+    cat = Image.fromarray(data.chelsea())
+    w, h = cat.size
+    crops = [cat.crop((0, 0, int(w * 0.8), h)), cat.crop((int(w * 0.2), 0, w, h)), Image.fromarray(data.coffee())]
+    f = features_module.embed_images(crops, backbone)
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    assert f[0] @ f[1] > f[0] @ f[2] + 0.1
+
+
+def test_cli_index_then_search_on_real_cars(cars, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    common = ["--catalogue", str(cars), "--classes", "14-15", "--backbone", "efficientnet_lite0",
+              "--cache-dir", str(tmp_path / "cache")]
+    run = lambda *args: subprocess.run([sys.executable, "-m", "retrieval", *args], cwd=ROOT, env=env,
+                                       capture_output=True, text=True, check=True)
+    assert "recall@10" in run("index", *common).stdout
+    out = run("search", *common, "--image", str(cars / "cars_train" / "00001.jpg"), "--k", "5", "--json").stdout
+    results = json.loads(out)
+    assert results[0]["id"] == "00001" and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert sum(r["label"] == "Audi TTS Coupe 2012" for r in results) >= 3
+    bad = subprocess.run([sys.executable, "-m", "retrieval", "search", *common, "--image", str(tmp_path)],
+                         cwd=ROOT, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "error:" in bad.stderr
