@@ -37,7 +37,7 @@ class Backbone:
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
         """Features averaged over the image and its mirror image (cars and
         garments look alike either way round; flip-averaging is a free gain)."""
-        batch = batch.to(self.device)
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         return ((self.model(batch) + self.model(batch.flip(-1))) / 2).float().cpu()
 
 
@@ -102,7 +102,8 @@ def create_backbone(name: str = "auto", device: str = "auto", random_weights: bo
     entry = _REGISTRY[name]
     model, weights = entry.build(random_weights)
     dev = default_device(device)
-    model = model.eval().requires_grad_(False).to(dev)
+    # channels_last: ~1.5x faster on this CPU for efficientnet_lite0 (measured)
+    model = model.eval().requires_grad_(False).to(dev, memory_format=torch.channels_last)
     preprocess = T.Compose([
         T.Resize((entry.size, entry.size), interpolation=T.InterpolationMode.BICUBIC, antialias=True),
         T.ToTensor(),

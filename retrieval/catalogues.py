@@ -69,6 +69,14 @@ class Catalogue:
         return open_image(raw["bytes"] or raw["path"], name=f"item {item['id']}")
 
     @cached_property
+    def ids(self) -> list:
+        return self.dataset["id"]
+
+    @cached_property
+    def labels(self) -> list:
+        return self.dataset["label"]
+
+    @cached_property
     def raw_images(self) -> datasets.Dataset:
         """The dataset with undecoded images ({'bytes', 'path'}), for our own safe decoding."""
         return self.dataset.cast_column("image", datasets.Image(decode=False))

@@ -91,8 +91,7 @@ def cmd_search(args) -> int:
 def cmd_evaluate(args) -> int:
     rec = _recommender(args)
     embeddings, rows = rec.catalogue_embeddings()
-    labels = [rec.catalogue.dataset["label"][r] for r in rows] if len(rows) != len(rec.catalogue) \
-        else rec.catalogue.dataset["label"]
+    labels = [rec.catalogue.labels[r] for r in rows]
     metrics = retrieval_metrics(embeddings, labels)
     metrics.update(backbone=rec.backbone.name, head=rec.head.name if rec.head else None,
                    catalogue=args.catalogue, classes=args.classes)

@@ -110,6 +110,6 @@ class Recommender:
         results = []
         for rank, (pos, score) in enumerate(zip(positions, scores), start=1):
             row = int(self.rows[pos])
-            item = self.catalogue.dataset.select_columns(["id", "label"])[row]
-            results.append(Result(rank, item["id"], names[item["label"]], round(float(score), 4), row))
+            results.append(Result(rank, self.catalogue.ids[row], names[self.catalogue.labels[row]],
+                                  round(float(score), 4), row))
         return results
