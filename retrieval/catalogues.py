@@ -70,11 +70,12 @@ class Catalogue:
 
     @cached_property
     def ids(self) -> list:
-        return self.dataset["id"]
+        """Item ids as a plain list (a datasets Column re-reads Arrow on every index)."""
+        return list(self.dataset["id"])
 
     @cached_property
     def labels(self) -> list:
-        return self.dataset["label"]
+        return list(self.dataset["label"])
 
     @cached_property
     def raw_images(self) -> datasets.Dataset:
