@@ -54,6 +54,10 @@ class Catalogue:
     fingerprint: str
     first_class_number: int = 0  # what label 0 is called in `classes`
     notes: list = field(default_factory=list)
+    # for a subset (classes, per_class): the full source's fingerprint and our
+    # rows in it, so features cached for the whole source can be reused
+    source_fingerprint: str | None = None
+    source_rows: list | None = None
 
     @property
     def label_names(self) -> list:
@@ -82,23 +86,28 @@ class Catalogue:
         """The dataset with undecoded images ({'bytes', 'path'}), for our own safe decoding."""
         return self.dataset.cast_column("image", datasets.Image(decode=False))
 
-    def restrict(self, rows) -> "Catalogue":
-        """The same catalogue limited to `rows` (e.g. the images that decoded)."""
-        rows = list(rows)
+    def restrict(self, rows, fingerprint: str | None = None) -> "Catalogue":
+        """The same catalogue limited to `rows`, remembering where they came from."""
+        rows = [int(r) for r in rows]
         if len(rows) == len(self.dataset):
             return self
-        return Catalogue(self.spec, self.dataset.select(rows),
-                         digest(self.fingerprint, "rows", rows), self.first_class_number, self.notes)
+        source_rows = [self.source_rows[r] for r in rows] if self.source_rows is not None else rows
+        return Catalogue(self.spec, self.dataset.select(rows), fingerprint or digest(self.fingerprint, "rows", rows),
+                         self.first_class_number, self.notes,
+                         self.source_fingerprint or self.fingerprint, source_rows)
 
 
-def load_catalogue(spec: str, classes: str | None = None) -> Catalogue:
-    """Load a catalogue from its spec, optionally keeping only some classes."""
+def load_catalogue(spec: str, classes: str | None = None, per_class: int | None = None) -> Catalogue:
+    """Load a catalogue from its spec, optionally keeping only some classes
+    and at most `per_class` images of each (small demo catalogues)."""
     spec = spec.strip()
     if not spec:
         raise LookalikeError("empty catalogue spec")
     catalogue = _load_source(spec)
     if classes:
         catalogue = select_classes(catalogue, classes)
+    if per_class is not None:
+        catalogue = first_per_class(catalogue, per_class)
     if len(catalogue) == 0:
         raise LookalikeError(f"catalogue {spec!r} has no images"
                              + (f" in classes {classes}" if classes else ""))
@@ -283,11 +292,18 @@ def parse_classes(text: str) -> set:
     return numbers
 
 
+def first_per_class(catalogue: Catalogue, n: int) -> Catalogue:
+    """Keep the first `n` images of each class, in catalogue order (deterministic)."""
+    if n < 1:
+        raise LookalikeError(f"per_class must be at least 1, not {n}")
+    labels = np.asarray(catalogue.labels)
+    order = np.argsort(labels, kind="stable")
+    first = np.searchsorted(labels[order], labels[order], side="left")
+    return catalogue.restrict(np.sort(order[np.arange(len(order)) - first < n]).tolist())
+
+
 def select_classes(catalogue: Catalogue, classes: str) -> Catalogue:
     """Keep the images whose class number (source numbering) is in `classes`."""
     wanted = {n - catalogue.first_class_number for n in parse_classes(classes)}
-    labels = np.asarray(catalogue.dataset["label"])
-    rows = np.flatnonzero(np.isin(labels, sorted(wanted)))
-    selected = catalogue.dataset.select(rows)
-    fp = digest(catalogue.fingerprint, "classes", sorted(wanted))
-    return Catalogue(catalogue.spec, selected, fp, catalogue.first_class_number, catalogue.notes)
+    rows = np.flatnonzero(np.isin(np.asarray(catalogue.labels), sorted(wanted)))
+    return catalogue.restrict(rows, digest(catalogue.fingerprint, "classes", sorted(wanted)))

@@ -18,7 +18,10 @@ def _common(p: argparse.ArgumentParser):
                    help="DIR, FILE.parquet, fashion-mnist[:SPLIT] or hub:OWNER/NAME[:SPLIT]")
     p.add_argument("--classes", help="keep these classes, source numbering, e.g. 1-49,60 "
                                      "(Stanford Cars: devkit ids 1-196; others: 0-based labels)")
+    p.add_argument("--per-class", type=int, metavar="N", help="keep the first N images of each class")
     p.add_argument("--backbone", default="auto", help="auto (default), " + ", ".join(available_backbones()))
+    p.add_argument("--head", help="fine-tuned embedding: a RUN_DIR from `python -m finetune` or hub:OWNER/NAME "
+                                  "(default: the pretrained features)")
     p.add_argument("--cache-dir", help="cache root (default $LOOKALIKE_CACHE or the user cache dir)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
@@ -57,9 +60,9 @@ def main(argv=None) -> int:
 
 
 def _recommender(args) -> Recommender:
-    return Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes,
+    return Recommender.open(args.catalogue, backbone=args.backbone, head=args.head, classes=args.classes,
                             cache_dir=args.cache_dir, device=args.device,
-                            index_dir=getattr(args, "index", None))
+                            index_dir=getattr(args, "index", None), per_class=args.per_class)
 
 
 def cmd_index(args) -> int:

@@ -12,9 +12,10 @@ from .cache import cache_root, entry_dir
 from .catalogues import Catalogue, load_catalogue
 from .errors import LookalikeError
 from .features import catalogue_features, embed_images, features_fingerprint
+from .heads import embed_views, load_head
 from .fingerprint import digest
 from .images import open_image
-from .index import Index, build_index, l2_normalise, open_index
+from .index import Index, build_index, open_index
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +47,22 @@ class Recommender:
         self.rows = None  # catalogue rows the index covers (decodable images)
 
     @classmethod
-    def open(cls, catalogue: str, backbone="auto", classes=None, cache_dir=None,
-             device="auto", index_dir=None, random_weights=False):
-        """Build from names/specs, the way the CLI does. (A fine-tuned head is
-        passed to the constructor; loading one from a RUN_DIR is still to come.)"""
-        cat = load_catalogue(catalogue, classes)
-        bb = create_backbone(backbone, device=device, random_weights=random_weights)
-        return cls(cat, bb, None, cache_dir, index_dir)
+    def open(cls, catalogue, backbone="auto", head=None, classes=None, cache_dir=None,
+             device="auto", index_dir=None, random_weights=False, per_class=None):
+        """Build from specs or already-loaded parts (so several recommenders can
+        share one catalogue and one backbone). `head` is a RUN_DIR or
+        `hub:OWNER/NAME`; with `backbone="auto"` the head's own backbone is used."""
+        head = load_head(head) if isinstance(head, (str, Path)) else head
+        if not isinstance(catalogue, Catalogue):
+            catalogue = load_catalogue(catalogue, classes, per_class)
+        if isinstance(backbone, str):
+            name = head.backbone if head is not None and backbone == "auto" else backbone
+            backbone = create_backbone(name, device=device, random_weights=random_weights)
+        if head is not None and (head.backbone, head.config["weights"]) != (backbone.name, backbone.weights):
+            raise LookalikeError(f"head {head.name} was trained on {head.backbone} features "
+                                 f"({head.config['weights']}), not {backbone.name} ({backbone.weights}); "
+                                 f"use --backbone {head.backbone} (or auto)")
+        return cls(catalogue, backbone, head, cache_dir, index_dir)
 
     @property
     def embedding_name(self) -> str:
@@ -70,8 +80,7 @@ class Recommender:
         return catalogue_features(self.catalogue, self.backbone, self.cache_dir)
 
     def embed_features(self, features: np.ndarray) -> np.ndarray:
-        """Backbone features -> (head) -> L2-normalised embeddings."""
-        return l2_normalise(self.head(features) if self.head is not None else features)
+        return embed_views(features, self.head)
 
     def catalogue_embeddings(self):
         features, rows = self.features()

@@ -11,6 +11,7 @@ import retrieval.features as features_module
 from retrieval import Recommender
 from retrieval.backbones import create_backbone
 from retrieval.catalogues import load_catalogue
+from retrieval.heads import embed_views
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +43,17 @@ def test_cache_reused_and_invalidated(class_folders, tmp_path, monkeypatch):
     assert len(calls) == 2
 
 
+def test_subset_reuses_the_sources_cached_features(class_folders, tmp_path, monkeypatch):
+    backbone = create_backbone("resnet18", random_weights=True)
+    whole, _ = Recommender(load_catalogue(str(class_folders)), backbone, cache_dir=tmp_path).features()
+    monkeypatch.setattr(features_module, "extract", lambda *a, **k: pytest.fail("re-extracted a cached subset"))
+    subset = load_catalogue(str(class_folders), classes="1-2", per_class=3)  # green, red: first 3 each
+    features, rows = Recommender(subset, backbone, cache_dir=tmp_path).features()
+    assert [subset.ids[r] for r in rows] == ["green/green0", "green/green1", "green/green2",
+                                             "red/red0", "red/red1", "red/red2"]
+    assert np.array_equal(features, whole[[4, 5, 6, 8, 9, 10]])
+
+
 def test_corrupt_file_is_skipped_not_fatal(class_folders, tmp_path, caplog):
     (class_folders / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     rec = _recommender(class_folders, tmp_path / "cache").build()
@@ -58,8 +70,7 @@ def test_real_weights_cat_crops_closer_than_cat_and_coffee():
     cat = Image.fromarray(data.chelsea())
     w, h = cat.size
     crops = [cat.crop((0, 0, int(w * 0.8), h)), cat.crop((int(w * 0.2), 0, w, h)), Image.fromarray(data.coffee())]
-    f = features_module.embed_images(crops, backbone)
-    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    f = embed_views(features_module.embed_images(crops, backbone))
     assert f[0] @ f[1] > f[0] @ f[2] + 0.1
 
 

@@ -1,0 +1,1 @@
+"""Fine-tune a metric-learning embedding head on cached backbone features."""

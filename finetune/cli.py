@@ -1,0 +1,96 @@
+"""`python -m finetune`: train a metric-learning embedding head on cached
+pretrained backbone features, validated on classes it never trains on."""
+
+import argparse
+import logging
+import sys
+from dataclasses import asdict, fields
+
+from retrieval.backbones import available_backbones, default_device
+from retrieval.engine import Recommender
+from retrieval.errors import LookalikeError
+
+from .hub import push_run
+from .losses import LOSSES
+from .run_dir import METRIC_KEYS, check_output, save_run
+from .train import TrainConfig, train_head
+from .whitening import KINDS
+
+DEFAULT_CATALOGUE = "hub:tanganke/stanford_cars:train"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
+    p.add_argument("--catalogue", default=DEFAULT_CATALOGUE,
+                   help=f"catalogue spec, as for `python -m retrieval` (default {DEFAULT_CATALOGUE})")
+    p.add_argument("--classes", help="train on these classes, source numbering, e.g. 1-98")
+    p.add_argument("--backbone", default="auto", help="auto (default), " + ", ".join(available_backbones()))
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--loss", default=d.loss, choices=[*LOSSES, "none"],
+                   help=f"metric-learning loss (default {d.loss}); contrastive is the Siamese pair loss, "
+                        "triplet the triplet loss; none fits the whitening only")
+    p.add_argument("--output", default="runs/latest", help="RUN_DIR to write (default runs/latest)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--projection-dim", type=int, default=d.projection_dim)
+    p.add_argument("--whitening", default=d.whitening, choices=KINDS,
+                   help=f"fixed whitening concatenated to the learned projection (default {d.whitening})")
+    p.add_argument("--whitening-dim", type=int, default=d.whitening_dim)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--images-per-class", type=int, default=d.images_per_class, help="MPerClassSampler m")
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
+    p.add_argument("--validation-fraction", type=float, default=d.validation_fraction,
+                   help="share of the classes (the last ones) held out for validation")
+    p.add_argument("--cache-dir", help="cache root (default $LOOKALIKE_CACHE or the user cache dir)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload RUN_DIR with a model card to the Hub")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        return run(args)
+    except LookalikeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def run(args) -> int:
+    output = check_output(args.output, args.overwrite)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
+    device = default_device(args.device)
+    rec = Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes,
+                           cache_dir=args.cache_dir, device=args.device)
+    features, rows = rec.features()
+    catalogue = rec.catalogue
+    labels = [catalogue.labels[r] for r in rows]
+    names = catalogue.label_names
+    result = train_head(features, labels, config, device, names)
+    run_config = dict(
+        asdict(config), name=output.name, catalogue=args.catalogue, classes=args.classes,
+        catalogue_fingerprint=catalogue.fingerprint, features_fingerprint=rec.fingerprints()["features_fingerprint"],
+        backbone=rec.backbone.name, weights=rec.backbone.weights, preprocessing=rec.backbone.preprocessing,
+        in_dim=int(features.shape[2]), projection_dim=result.head.projection.out_features if result.head.projection else 0,
+        whitening_dim=len(result.head.whitening), best_epoch=result.best["epoch"], device=str(device))
+    save_run(output, result, run_config, names)
+    print(report(result, output))
+    if args.push_to_hub:
+        print(f"pushed to {push_run(output, args.push_to_hub)}")
+    return 0
+
+
+def report(result, output) -> str:
+    """The validation table, so the terminal shows what fine-tuning bought."""
+    lines = [f"validation on {len(result.split.validation_classes)} held-out classes "
+             f"({len(result.split.validation)} images):",
+             f"{'':<24}" + "".join(f"{k.replace('recall_at_', 'R@').replace('map_at_r', 'MAP@R'):>8}"
+                                  for k in METRIC_KEYS)]
+    for name, m in [*result.baselines.items(), (f"fine-tuned (epoch {result.best['epoch']})", result.best)]:
+        lines.append(f"{name:<24}" + "".join(f"{m[k]:>8.3f}" for k in METRIC_KEYS))
+    lines.append(f"trained in {result.seconds:.1f}s -> {output}")
+    return "\n".join(lines)

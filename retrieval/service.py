@@ -1,0 +1,318 @@
+"""What the app serves, without any UI: several catalogues, each as a pair of
+Recommenders (pretrained and fine-tuned embedding) sharing one Backbone and one
+Catalogue, so a query costs one backbone pass; plus the deploy manifest
+(spaces.yaml) that lists them. A catalogue that can't be served is kept with
+its reason instead of stopping the others."""
+
+import base64
+import io
+import json
+import logging
+import os
+import shlex
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from .backbones import create_backbone, resolve_backbone
+from .catalogues import load_catalogue
+from .engine import Recommender
+from .heads import load_head
+from .errors import LookalikeError
+
+log = logging.getLogger(__name__)
+
+MAX_K = 50
+THUMBNAIL = 256  # longest side of result images sent as data URLs
+METRIC_KEYS = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r")
+SIDES = ("pretrained", "finetuned")
+
+
+@dataclass(frozen=True)
+class CatalogueConfig:
+    """One catalogue to serve, as a manifest entry or a --catalogue flag gives it."""
+
+    name: str
+    spec: str
+    backbone: str = "auto"
+    head: str | None = None   # RUN_DIR or hub:REPO_ID of a fine-tuned head
+    per_class: int | None = None
+    classes: str | None = None
+
+
+def on_space() -> bool:
+    """Hugging Face Spaces set SPACE_ID; elsewhere this project runs offline."""
+    return bool(os.environ.get("SPACE_ID"))
+
+
+def load_manifest(path, space: bool | None = None) -> list:
+    """The CatalogueConfigs that spaces.yaml lists for a Space or for a local run.
+
+    Each catalogue entry has shared keys plus a `space:` and/or a `local:` block
+    that overrides them; an entry without the block for this place is not served
+    there. Relative paths (spec folders, RUN_DIRs) are relative to the manifest.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise LookalikeError(f"manifest {path}: {e}") from e
+    place = "space" if (on_space() if space is None else space) else "local"
+    keys = {f.name for f in fields(CatalogueConfig)}
+    configs = []
+    for item in (data or {}).get("catalogues") or []:
+        if not isinstance(item, dict) or item.get(place) is None:
+            continue
+        merged = {k: v for k, v in item.items() if k not in ("space", "local")} | item[place]
+        unknown = set(merged) - keys
+        if unknown or not {"name", "spec"} <= set(merged):
+            raise LookalikeError(f"manifest {path}: catalogue entry {item!r} needs name and spec "
+                                 f"and knows only {sorted(keys)}")
+        merged["spec"] = _beside(path.parent, str(merged["spec"]), must_exist=True)
+        if merged.get("head"):
+            merged["head"] = _beside(path.parent, str(merged["head"]), must_exist=False)
+        configs.append(CatalogueConfig(**merged))
+    return configs
+
+
+def _beside(root: Path, value: str, must_exist: bool) -> str:
+    """A relative path in the manifest, made relative to the working directory."""
+    if value.startswith("hub:") or os.path.isabs(value) or (must_exist and not (root / value).exists()):
+        return value
+    return os.path.relpath(root / value)
+
+
+def finetune_command(config: CatalogueConfig) -> str:
+    """How to make the missing fine-tuned head of a catalogue."""
+    options = [("--catalogue", config.spec), ("--classes", config.classes), ("--per-class", config.per_class),
+               ("--backbone", None if config.backbone == "auto" else config.backbone)]
+    flags = " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in options if value is not None)
+    return f"python -m finetune {flags} --output runs/{config.name}"
+
+
+@dataclass
+class Served:
+    """One catalogue served with one backbone: the pair of recommenders."""
+
+    config: CatalogueConfig
+    backbone: str
+    pretrained: Recommender | None = None
+    finetuned: Recommender | None = None
+    finetuned_note: str = ""    # why there is no fine-tuned side, and how to make one
+    status: str = "building"    # building | ready | unavailable: reason
+
+    @property
+    def catalogue(self):
+        return self.pretrained.catalogue
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    def build(self):
+        """Build or reuse the cached features and both indexes."""
+        self.pretrained.build()
+        if self.finetuned is not None:
+            try:
+                self.finetuned.build()
+            except LookalikeError as e:
+                self.finetuned, self.finetuned_note = None, _no_head(self.config, e)
+        self.status = "ready"
+
+    def describe(self) -> dict:
+        """JSON-friendly status, for the UI and the /catalogues endpoint."""
+        return {"catalogue": self.config.name, "backbone": self.backbone, "spec": self.config.spec,
+                "status": self.status,
+                "items": len(self.catalogue) if self.pretrained else None,
+                "pretrained": self.pretrained.embedding_name if self.pretrained else None,
+                "finetuned": self.finetuned.embedding_name if self.finetuned else None,
+                "finetuned_note": self.finetuned_note}
+
+    def validation(self) -> dict | None:
+        """The fine-tuning run's metrics.json and curves.png, when there are any."""
+        head = self.finetuned.head if self.finetuned else None
+        if head is None or getattr(head, "run_dir", None) is None:
+            return None
+        run_dir = Path(head.run_dir)
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            return {"error": f"{run_dir / 'metrics.json'}: {e}"}
+        curves = run_dir / "curves.png"
+        return {"metrics": metrics, "curves": str(curves) if curves.is_file() else None}
+
+
+def _no_head(config: CatalogueConfig, reason=None) -> str:
+    why = f"Fine-tuned head unavailable ({reason})." if reason else "No fine-tuned head yet."
+    return f"{why} Make one with: {finetune_command(config)}"
+
+
+@dataclass
+class Answer:
+    """Both sides' results for one query; `query_label` is set when the query
+    is a catalogue item, so results sharing its class can be marked."""
+
+    served: Served
+    k: int
+    query_id: str | None
+    query_label: str | None
+    results: dict = field(default_factory=dict)  # side -> list[Result]
+
+    def hits(self, side: str) -> int | None:
+        if self.query_label is None or side not in self.results:
+            return None
+        return sum(r.label == self.query_label for r in self.results[side])
+
+
+class Service:
+    """Opens every configured catalogue, builds its indexes and answers queries."""
+
+    def __init__(self, configs, cache_dir=None, device="auto", backbones=None):
+        self.cache_dir, self.device = cache_dir, device
+        self._backbones = dict(backbones or {})  # name -> Backbone, shared by every catalogue
+        self._catalogues = {}                    # (spec, classes, per_class) -> Catalogue
+        self.served: list = []
+        for config in configs:
+            self.served.append(self._open(config))
+        if not any(s.pretrained for s in self.served):
+            reasons = "; ".join(f"{s.config.name}: {s.status}" for s in self.served) or "none configured"
+            raise LookalikeError(f"no catalogue could be loaded ({reasons})")
+
+    def _open(self, config: CatalogueConfig) -> Served:
+        head, head_note = None, _no_head(config)
+        if config.head:
+            try:
+                head = load_head(config.head)
+            except LookalikeError as e:
+                head_note = _no_head(config, e)
+        name = config.backbone
+        try:
+            # like Recommender.open: "auto" means the head's own backbone when there is a head
+            name = head.backbone if head is not None and name == "auto" else resolve_backbone(name)[0]
+            if any(s.config.name == config.name and s.backbone == name for s in self.served):
+                raise LookalikeError(f"catalogue {config.name!r} is listed twice with backbone {name}")
+            key = (config.spec, config.classes, config.per_class)
+            if key not in self._catalogues:
+                self._catalogues[key] = load_catalogue(config.spec, config.classes, per_class=config.per_class)
+            catalogue = self._catalogues[key]
+            backbone = self._backbones.get(name) or create_backbone(name, device=self.device)
+            self._backbones[name] = backbone
+            served = Served(config, name, Recommender.open(catalogue, backbone=backbone, cache_dir=self.cache_dir))
+        except LookalikeError as e:
+            log.warning("catalogue %s unavailable: %s", config.name, e)
+            return Served(config, name, status=f"unavailable: {e}")
+        served.finetuned_note = head_note
+        if head is not None:
+            try:
+                served.finetuned = Recommender.open(catalogue, backbone=backbone, head=head,
+                                                    cache_dir=self.cache_dir)
+                served.finetuned_note = ""
+            except LookalikeError as e:
+                served.finetuned_note = _no_head(config, e)
+        return served
+
+    def build_all(self):
+        """Build every catalogue's indexes (at start-up, in the background);
+        one that fails becomes unavailable with its reason."""
+        for served in self.served:
+            if served.status != "building":
+                continue
+            log.info("catalogue %s (%s): building or reusing features and indexes", served.config.name,
+                     served.backbone)
+            try:
+                served.build()
+            except Exception as e:  # a server thread: keep serving the others, say why
+                log.exception("catalogue %s failed to build", served.config.name)
+                served.status = f"unavailable: {type(e).__name__}: {e}"
+            else:
+                log.info("catalogue %s (%s): ready, %d items", served.config.name, served.backbone,
+                         len(served.pretrained.index.meta["rows"]))
+
+    @property
+    def building(self) -> bool:
+        return any(s.status == "building" for s in self.served)
+
+    def names(self) -> list:
+        return list(dict.fromkeys(s.config.name for s in self.served))
+
+    def backbones(self, catalogue: str) -> list:
+        return [s.backbone for s in self.served if s.config.name == catalogue]
+
+    def get(self, catalogue: str, backbone: str | None = None) -> Served:
+        """The served pair for a catalogue name (and backbone; default its first)."""
+        matches = [s for s in self.served if s.config.name == catalogue
+                   and (not backbone or s.backbone == backbone)]
+        if not matches:
+            raise LookalikeError(f"unknown catalogue {catalogue!r}"
+                                 + (f" with backbone {backbone!r}" if backbone else "")
+                                 + f"; served: {', '.join(self.names())}")
+        return matches[0]
+
+    def examples(self, catalogue: str, n=8) -> list:
+        """Rows of n catalogue items from classes spread over the catalogue."""
+        served = self.get(catalogue)
+        if served.pretrained is None:
+            return []
+        first = {}
+        for row, label in enumerate(served.catalogue.labels):
+            first.setdefault(label, row)
+        rows = list(first.values())
+        step = max(1, len(rows) // n)
+        return rows[::step][:n]
+
+    def answer(self, image, catalogue: str, k: int, backbone=None, query_row=None) -> Answer:
+        """Search both embeddings with one backbone pass. `image` is a path,
+        bytes or PIL image (validated); or `query_row` names a catalogue item."""
+        served = self.get(catalogue, backbone)
+        if not served.ready:
+            raise LookalikeError(f"catalogue {catalogue!r} is not ready ({served.status})")
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or k != int(k) or not 1 <= k <= MAX_K:
+            raise LookalikeError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
+        cat = served.catalogue
+        query_id = query_label = None
+        if query_row is not None:
+            image = cat.image(query_row)
+            query_id, query_label = cat.ids[query_row], cat.label_names[cat.labels[query_row]]
+        elif image is None:
+            raise LookalikeError("no query image: upload, paste or snap one, or click an example")
+        features = served.pretrained.query_features(image)
+        answer = Answer(served, int(k), query_id, query_label)
+        for side in SIDES:
+            rec = getattr(served, side)
+            if rec is not None:
+                answer.results[side] = rec.search_features(features, int(k))
+        return answer
+
+    def recommend(self, image, catalogue: str, k: int = 10, backbone=None, query_row=None) -> dict:
+        """JSON-friendly results of both embeddings, each with its image as a
+        data URL (what the /recommend API endpoint returns)."""
+        answer = self.answer(image, catalogue, k, backbone, query_row)
+        served = answer.served
+        out = {"catalogue": served.config.name, "backbone": served.backbone, "k": answer.k,
+               "query": {"id": answer.query_id, "label": answer.query_label} if answer.query_id else None}
+        for side in SIDES:
+            rec = getattr(served, side)
+            results = answer.results.get(side, [])
+            out[side] = {
+                "embedding": rec.embedding_name if rec else None,
+                "results": [dict(r.to_dict(), image=data_url(served.catalogue.image(r.row)),
+                                 same_class=None if answer.query_label is None else r.label == answer.query_label)
+                            for r in results],
+                "same_class": answer.hits(side),
+                "note": None if rec else served.finetuned_note,
+            }
+        return out
+
+    def status(self) -> list:
+        return [s.describe() for s in self.served]
+
+
+def data_url(image) -> str:
+    """A PIL image as a small JPEG data URL (self-contained JSON for API clients)."""
+    image = image.copy()
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=90)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+

@@ -1,0 +1,141 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from finetune.cli import main as finetune_main
+from finetune.run_dir import save_run
+from finetune.train import TrainConfig, train_head
+from retrieval.cli import main as retrieval_main
+from retrieval.errors import LookalikeError
+from retrieval.heads import load_head
+
+
+def synthetic_views(n_classes=30, per_class=8, dim=32, seed=0):
+    """Classes differ in an 8-d subspace, drowned by strong shared nuisance in
+    the other dims: a linear head that learns to ignore the nuisance
+    generalises to unseen classes; raw features and a random projection don't."""
+    rng = np.random.default_rng(seed)
+    centres = np.zeros((n_classes, dim))
+    centres[:, :8] = rng.normal(0, 1, (n_classes, 8))
+    labels = np.repeat(np.arange(n_classes), per_class)
+    noise = rng.normal(0, 0.15, (len(labels), 2, dim))
+    noise[..., 8:] *= 2.0 / 0.15
+    return (centres[labels][:, None, :] + noise).astype(np.float32), labels
+
+
+def test_training_lowers_loss_and_beats_untrained_head():
+    views, labels = synthetic_views()
+    config = TrainConfig(epochs=6, whitening="none", projection_dim=16, batch_size=32, patience=6, lr=1e-2)
+    result = train_head(views, labels, config)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < losses[0] - 0.5
+    assert result.best["epoch"] > 0
+    assert result.best["recall_at_1"] > result.untrained["recall_at_1"] + 0.3
+    assert result.best["map_at_r"] > result.baselines["pretrained"]["map_at_r"] + 0.1
+    assert set(result.split.validation_classes).isdisjoint(result.split.train_classes)
+
+
+def test_same_seed_same_run():
+    views, labels = synthetic_views()
+    config = TrainConfig(epochs=2, whitening="learned", whitening_dim=16, projection_dim=16, batch_size=32)
+    first, second = train_head(views, labels, config), train_head(views, labels, config)
+    assert first.history == second.history
+    for a, b in zip(first.head.state_dict().values(), second.head.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_run_dir_reloads_to_identical_embeddings(tmp_path):
+    views, labels = synthetic_views()
+    result = train_head(views, labels, TrainConfig(epochs=2, whitening_dim=16, projection_dim=16, batch_size=32))
+    names = [f"class {i}" for i in range(30)]
+    config = dict(name="run", loss="supcon", backbone="efficientnet_lite0", weights="w", catalogue="synthetic",
+                  classes=None, in_dim=32, projection_dim=16, whitening_dim=16)
+    save_run(tmp_path / "run", result, config, names)
+    head = load_head(tmp_path / "run")
+    x = views.reshape(-1, views.shape[2])
+    with torch.no_grad():
+        expected = result.head(torch.from_numpy(x)).numpy()
+    assert np.array_equal(head(x), expected)
+    assert {"head.safetensors", "config.json", "metrics.json", "curves.png", "README.md"} <= {
+        p.name for p in (tmp_path / "run").iterdir()}
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["validation_classes"] == [f"class {i}" for i in range(24, 30)]
+    assert {"pretrained", "whitening", "best", "epochs"} <= metrics.keys()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_cuda_training():
+    views, labels = synthetic_views()
+    result = train_head(views, labels, TrainConfig(epochs=2, projection_dim=16, whitening_dim=16, batch_size=32),
+                        device=torch.device("cuda"))
+    assert len(result.history) == 2
+
+
+@pytest.fixture
+def shapes(tmp_path):
+    """Six classes of five generated images: a shape per class, random colours."""
+    from PIL import ImageDraw
+
+    root = tmp_path / "shapes"
+    rng = np.random.default_rng(1)
+    for c in range(6):
+        (root / f"shape{c}").mkdir(parents=True)
+        for i in range(5):
+            image = Image.new("RGB", (64, 64), tuple(int(v) for v in rng.integers(0, 255, 3)))
+            draw = ImageDraw.Draw(image)
+            colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+            box = [8 + i, 8, 56 - i, 56]
+            [draw.ellipse, draw.rectangle, draw.chord, draw.pieslice, draw.line, draw.point][c](
+                box, fill=colour, **({"start": 0, "end": 180} if c in (2, 3) else {}))
+            image.save(root / f"shape{c}" / f"{i}.png")
+    return root
+
+
+def test_cli_trains_and_retrieval_uses_the_head(shapes, tmp_path, capsys):
+    run, cache = tmp_path / "run", str(tmp_path / "cache")
+    args = ["--catalogue", str(shapes), "--backbone", "efficientnet_lite0", "--epochs", "2",
+            "--output", str(run), "--cache-dir", cache, "--validation-fraction", "0.34"]
+    assert finetune_main(args) == 0
+    assert "fine-tuned (epoch" in capsys.readouterr().out
+    assert finetune_main(args) == 2
+    assert "already holds a fine-tuned head" in capsys.readouterr().err
+
+    out = tmp_path / "eval.json"
+    assert retrieval_main(["evaluate", "--catalogue", str(shapes), "--head", str(run),
+                           "--cache-dir", cache, "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    assert metrics["head"] == "run" and metrics["backbone"] == "efficientnet_lite0"
+    assert metrics["n_images"] == 30 and 0 <= metrics["map_at_r"] <= 1
+    capsys.readouterr()
+    assert retrieval_main(["search", "--catalogue", str(shapes), "--head", str(run), "--cache-dir", cache,
+                           "--image", str(shapes / "shape0" / "1.png"), "--k", "3", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert results[0]["id"] == "shape0/1" and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+
+
+def test_bad_arguments_give_clear_errors(shapes, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        finetune_main(["--catalogue", str(shapes), "--loss", "nonsense"])
+    assert "invalid choice: 'nonsense'" in capsys.readouterr().err
+
+    for extra in range(1, 5):
+        (shapes / "shape5" / f"{extra}.png").unlink()
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "nothing").mkdir()
+    for catalogue, message in [(shapes, "fewer than 2 images"), (tmp_path / "empty", "no image files")]:
+        assert finetune_main(["--catalogue", str(catalogue), "--backbone", "efficientnet_lite0",
+                              "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_head_and_offline_push_are_clear_errors(tmp_path):
+    with pytest.raises(LookalikeError, match="not a fine-tuning run"):
+        load_head(tmp_path)
+    from finetune.hub import push_run
+
+    with pytest.raises(LookalikeError, match="HF_HUB_OFFLINE"):
+        push_run(tmp_path, "someone/head")
