@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--catalogue", default=DEFAULT_CATALOGUE,
                    help=f"catalogue spec, as for `python -m retrieval` (default {DEFAULT_CATALOGUE})")
     p.add_argument("--classes", help="train on these classes, source numbering, e.g. 1-98")
+    p.add_argument("--per-class", type=int, metavar="N", help="use the first N images of each class")
     p.add_argument("--backbone", default="auto", help="auto (default), " + ", ".join(available_backbones()))
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument("--loss", default=d.loss, choices=[*LOSSES, "none"],
@@ -65,14 +66,14 @@ def run(args) -> int:
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     device = default_device(args.device)
     rec = Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes,
-                           cache_dir=args.cache_dir, device=args.device)
+                           cache_dir=args.cache_dir, device=args.device, per_class=args.per_class)
     features, rows = rec.features()
     catalogue = rec.catalogue
     labels = [catalogue.labels[r] for r in rows]
     names = catalogue.label_names
     result = train_head(features, labels, config, device, names)
     run_config = dict(
-        asdict(config), name=output.name, catalogue=args.catalogue, classes=args.classes,
+        asdict(config), name=output.name, catalogue=args.catalogue, classes=args.classes, per_class=args.per_class,
         catalogue_fingerprint=catalogue.fingerprint, features_fingerprint=rec.fingerprints()["features_fingerprint"],
         backbone=rec.backbone.name, weights=rec.backbone.weights, preprocessing=rec.backbone.preprocessing,
         in_dim=int(features.shape[2]), projection_dim=result.head.projection.out_features if result.head.projection else 0,

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import shlex
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -18,14 +19,13 @@ import yaml
 from .backbones import create_backbone, resolve_backbone
 from .catalogues import load_catalogue
 from .engine import Recommender
-from .heads import load_head
 from .errors import LookalikeError
+from .heads import load_head
 
 log = logging.getLogger(__name__)
 
 MAX_K = 50
 THUMBNAIL = 256  # longest side of result images sent as data URLs
-METRIC_KEYS = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r")
 SIDES = ("pretrained", "finetuned")
 
 
@@ -58,17 +58,22 @@ def load_manifest(path, space: bool | None = None) -> list:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as e:
         raise LookalikeError(f"manifest {path}: {e}") from e
+    if not isinstance(data, dict) or not isinstance(data.get("catalogues", []), list):
+        raise LookalikeError(f"manifest {path}: expected a mapping with a `catalogues` list")
     place = "space" if (on_space() if space is None else space) else "local"
     keys = {f.name for f in fields(CatalogueConfig)}
     configs = []
-    for item in (data or {}).get("catalogues") or []:
-        if not isinstance(item, dict) or item.get(place) is None:
+    for item in data.get("catalogues", []):
+        if not isinstance(item, dict) or not isinstance(item.get(place, {}), dict):
+            raise LookalikeError(f"manifest {path}: catalogue entry {item!r} is not a mapping")
+        if place not in item:
             continue
         merged = {k: v for k, v in item.items() if k not in ("space", "local")} | item[place]
-        unknown = set(merged) - keys
-        if unknown or not {"name", "spec"} <= set(merged):
+        if set(merged) - keys or not {"name", "spec"} <= set(merged):
             raise LookalikeError(f"manifest {path}: catalogue entry {item!r} needs name and spec "
                                  f"and knows only {sorted(keys)}")
+        if not isinstance(merged.get("per_class", 1), int):
+            raise LookalikeError(f"manifest {path}: per_class of {merged['name']!r} must be a whole number")
         merged["spec"] = _beside(path.parent, str(merged["spec"]), must_exist=True)
         if merged.get("head"):
             merged["head"] = _beside(path.parent, str(merged["head"]), must_exist=False)
@@ -84,11 +89,13 @@ def _beside(root: Path, value: str, must_exist: bool) -> str:
 
 
 def finetune_command(config: CatalogueConfig) -> str:
-    """How to make the missing fine-tuned head of a catalogue."""
+    """How to make the missing fine-tuned head of a catalogue (into its
+    configured RUN_DIR, so the next start picks it up)."""
     options = [("--catalogue", config.spec), ("--classes", config.classes), ("--per-class", config.per_class),
                ("--backbone", None if config.backbone == "auto" else config.backbone)]
     flags = " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in options if value is not None)
-    return f"python -m finetune {flags} --output runs/{config.name}"
+    output = config.head if config.head and not config.head.startswith("hub:") else f"runs/{config.name}"
+    return f"python -m finetune {flags} --output {shlex.quote(output)}"
 
 
 @dataclass
@@ -101,6 +108,7 @@ class Served:
     finetuned: Recommender | None = None
     finetuned_note: str = ""    # why there is no fine-tuned side, and how to make one
     status: str = "building"    # building | ready | unavailable: reason
+    build_started: float | None = None  # time.monotonic() when its build began
 
     @property
     def catalogue(self):
@@ -112,6 +120,7 @@ class Served:
 
     def build(self):
         """Build or reuse the cached features and both indexes."""
+        self.build_started = time.monotonic()
         self.pretrained.build()
         if self.finetuned is not None:
             try:
@@ -124,6 +133,8 @@ class Served:
         """JSON-friendly status, for the UI and the /catalogues endpoint."""
         return {"catalogue": self.config.name, "backbone": self.backbone, "spec": self.config.spec,
                 "status": self.status,
+                "building_seconds": round(time.monotonic() - self.build_started)
+                if self.status == "building" and self.build_started else None,
                 "items": len(self.catalogue) if self.pretrained else None,
                 "pretrained": self.pretrained.embedding_name if self.pretrained else None,
                 "finetuned": self.finetuned.embedding_name if self.finetuned else None,
@@ -131,10 +142,9 @@ class Served:
 
     def validation(self) -> dict | None:
         """The fine-tuning run's metrics.json and curves.png, when there are any."""
-        head = self.finetuned.head if self.finetuned else None
-        if head is None or getattr(head, "run_dir", None) is None:
+        if self.finetuned is None:
             return None
-        run_dir = Path(head.run_dir)
+        run_dir = Path(self.finetuned.head.run_dir)
         try:
             metrics = json.loads((run_dir / "metrics.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -145,7 +155,7 @@ class Served:
 
 def _no_head(config: CatalogueConfig, reason=None) -> str:
     why = f"Fine-tuned head unavailable ({reason})." if reason else "No fine-tuned head yet."
-    return f"{why} Make one with: {finetune_command(config)}"
+    return f"{why} Make one with `{finetune_command(config)}`"
 
 
 @dataclass
@@ -226,8 +236,8 @@ class Service:
                 log.exception("catalogue %s failed to build", served.config.name)
                 served.status = f"unavailable: {type(e).__name__}: {e}"
             else:
-                log.info("catalogue %s (%s): ready, %d items", served.config.name, served.backbone,
-                         len(served.pretrained.index.meta["rows"]))
+                log.info("catalogue %s (%s): ready, %d items indexed in %.1f s", served.config.name,
+                         served.backbone, len(served.pretrained.rows), time.monotonic() - served.build_started)
 
     @property
     def building(self) -> bool:

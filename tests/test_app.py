@@ -1,0 +1,232 @@
+"""The Gradio app end to end: a real server on a free port, called through
+gradio_client, serving tiny generated catalogues with a random-weights
+backbone (the mechanics, not the model quality) and a really trained head."""
+
+import base64
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+import app
+from finetune.run_dir import save_run
+from finetune.train import TrainConfig, train_head
+from retrieval.backbones import create_backbone
+from retrieval.engine import Recommender
+from retrieval.errors import LookalikeError
+from retrieval.service import CatalogueConfig, Service, load_manifest
+
+ROOT = Path(__file__).resolve().parents[1]
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
+           "yellow": (230, 220, 30), "cyan": (30, 210, 220), "grey": (128, 128, 128)}
+
+
+def make_shop(root: Path) -> Path:
+    """Six classes of four generated images, a colour per class."""
+    rng = np.random.default_rng(0)
+    for name, colour in COLOURS.items():
+        (root / name).mkdir(parents=True)
+        for i in range(4):
+            pixels = np.clip(np.array(colour) + rng.normal(0, 25, (48, 64, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{name}{i}.png")
+    return root
+
+
+def train_run(shop: Path, backbone, cache: Path, run_dir: Path) -> Path:
+    """A real (tiny) fine-tuning run on the shop's features, as finetune saves it."""
+    rec = Recommender.open(str(shop), backbone=backbone, cache_dir=cache)
+    features, rows = rec.features()
+    labels = [rec.catalogue.labels[r] for r in rows]
+    config = TrainConfig(epochs=2, projection_dim=16, whitening_dim=16, batch_size=8, images_per_class=2,
+                         validation_fraction=0.34)
+    result = train_head(features, labels, config, names=rec.catalogue.label_names)
+    save_run(run_dir, result, dict(name=run_dir.name, loss=config.loss, catalogue=str(shop), classes=None,
+                                   backbone=backbone.name, weights=backbone.weights, in_dim=features.shape[2],
+                                   projection_dim=16, whitening_dim=16), rec.catalogue.label_names)
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A launched app: `shop` with a fine-tuned head, `plain` (same catalogue,
+    no head) and `gone` (a folder that doesn't exist). The shop and the feature
+    cache are made once per session (test_browser.py launches its own app)."""
+    tmp, base = tmp_path_factory.mktemp("app"), tmp_path_factory.getbasetemp()
+    shop, cache = base / "shop", base / "cache"
+    if not shop.is_dir():
+        make_shop(shop)
+    torch.manual_seed(0)  # the same random weights in every module, to match the shared cache
+    backbone = create_backbone("resnet18", random_weights=True)
+    run_dir = train_run(shop, backbone, cache, tmp / "runs" / "shop")
+    service = Service([CatalogueConfig("shop", str(shop), "resnet18", head=str(run_dir)),
+                       CatalogueConfig("plain", str(shop), "resnet18"),
+                       CatalogueConfig("gone", str(tmp / "nowhere"), "resnet18")],
+                      cache_dir=cache, backbones={"resnet18": backbone})
+    service.build_all()
+    demo = app.build_demo(service)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    try:
+        yield {"url": url, "service": service, "shop": shop, "run_dir": run_dir, "tmp": tmp}
+    finally:
+        demo.close()
+
+
+def decode(data_url: str) -> Image.Image:
+    header, payload = data_url.split(",", 1)
+    assert header == "data:image/jpeg;base64"
+    return Image.open(io.BytesIO(base64.b64decode(payload)))
+
+
+def test_recommend_returns_both_embeddings(served):
+    query = served["shop"] / "green" / "green2.png"
+    answer = Client(served["url"], verbose=False).predict(handle_file(str(query)), "shop", 5,
+                                                          api_name="/recommend")
+    assert answer["catalogue"] == "shop" and answer["backbone"] == "resnet18" and answer["query"] is None
+    assert answer["pretrained"]["embedding"] == "resnet18"
+    assert answer["finetuned"]["embedding"] == "resnet18 + shop" and answer["finetuned"]["note"] is None
+    for side in ("pretrained", "finetuned"):
+        results = answer[side]["results"]
+        assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
+        assert set(results[0]) == {"rank", "id", "label", "score", "image", "same_class"}
+        assert results[0]["id"] == "green/green2" and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+        assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+        assert all(r["label"] in COLOURS for r in results)
+        assert decode(results[0]["image"]).size == (64, 48)
+
+
+def test_readme_client_snippet_runs(served, capsys):
+    """The README's API snippet, run as written (pointed at this test server)."""
+    readme = (ROOT / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "gradio_client" in b]
+    assert blocks, "README.md has no ```python block using gradio_client"
+    snippet = blocks[0]
+    assert '"cars"' in snippet and "http://127.0.0.1:7860/" in snippet
+    snippet = snippet.replace("http://127.0.0.1:7860/", served["url"]).replace('"cars"', '"shop"')
+    snippet = re.sub(r'handle_file\("[^"]+"\)', f'handle_file("{served["shop"] / "red" / "red1.png"}")', snippet)
+    exec(compile(snippet, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "resnet18 + shop" in out and "('red', 1.0)" in out
+
+
+def test_catalogues_endpoint_lists_unavailable_with_reason(served):
+    status = {s["catalogue"]: s for s in Client(served["url"], verbose=False).predict(api_name="/catalogues")}
+    assert status["shop"]["status"] == "ready" and status["shop"]["items"] == 24
+    assert status["gone"]["status"].startswith("unavailable: ") and "no such folder" in status["gone"]["status"]
+
+
+def test_non_image_upload_is_a_clear_error(served):
+    text = served["tmp"] / "notes.txt"
+    text.write_text("not a picture")
+    with pytest.raises(AppError, match="not a readable image"):
+        Client(served["url"], verbose=False).predict(handle_file(str(text)), "shop", 5, api_name="/recommend")
+
+
+def test_catalogue_without_head_says_how_to_make_one(served):
+    query = served["shop"] / "blue" / "blue0.png"
+    answer = Client(served["url"], verbose=False).predict(handle_file(str(query)), "plain", 3,
+                                                          api_name="/recommend")
+    assert len(answer["pretrained"]["results"]) == 3
+    assert answer["finetuned"]["embedding"] is None and answer["finetuned"]["results"] == []
+    assert answer["finetuned"]["note"] == ("No fine-tuned head yet. Make one with `python -m finetune "
+                                           f"--catalogue {served['shop']} --backbone resnet18 --output runs/plain`")
+
+
+def test_catalogue_item_query_marks_its_class(served):
+    service = served["service"]
+    row = service.get("shop").catalogue.ids.index("cyan/cyan1")
+    answer = service.recommend(None, "shop", 6, query_row=row)
+    assert answer["query"] == {"id": "cyan/cyan1", "label": "cyan"}
+    for side in ("pretrained", "finetuned"):
+        results = answer[side]["results"]
+        assert results[0]["id"] == "cyan/cyan1" and results[0]["same_class"] is True
+        assert [r["same_class"] for r in results] == [r["label"] == "cyan" for r in results]
+        assert answer[side]["same_class"] == sum(r["label"] == "cyan" for r in results)
+
+
+def test_bad_k_and_unknown_catalogue_are_clear_errors(served):
+    client = Client(served["url"], verbose=False)
+    query = handle_file(str(served["shop"] / "red" / "red0.png"))
+    with pytest.raises(AppError, match="k must be a whole number from 1 to 50"):
+        client.predict(query, "shop", 0, api_name="/recommend")
+    with pytest.raises(AppError, match="unknown catalogue 'nope'; served: shop, plain, gone"):
+        client.predict(query, "nope", 5, api_name="/recommend")
+
+
+def test_metrics_tab_shows_the_runs_validation_table(served):
+    served_shop = served["service"].get("shop")
+    validation = served_shop.validation()
+    metrics = json.loads((served["run_dir"] / "metrics.json").read_text())
+    text = app.metrics_markdown("shop", "resnet18", validation, served_shop.finetuned_note)
+    best = metrics["best"]
+    assert f"| Fine-tuned (best epoch {best['epoch']}) | {best['recall_at_1']:.3f} |" in text
+    assert f"| Pretrained | {metrics['pretrained']['recall_at_1']:.3f} |" in text
+    assert validation["curves"] == str(served["run_dir"] / "curves.png")
+    plain = served["service"].get("plain")
+    assert plain.validation() is None
+    assert "python -m finetune" in app.metrics_markdown("plain", "resnet18", None, plain.finetuned_note)
+
+
+def test_app_fails_only_when_no_catalogue_loads(tmp_path, capsys):
+    with pytest.raises(LookalikeError, match="no catalogue could be loaded .*nowhere: unavailable: "):
+        Service([CatalogueConfig("nowhere", str(tmp_path / "missing"), "resnet18")],
+                backbones={"resnet18": create_backbone("resnet18", random_weights=True)})
+    argv = ["--no-manifest", "--catalogue", str(tmp_path / "missing"), "--backbone", "efficientnet_lite0"]
+    assert app.main(argv) == 2
+    assert "error: no catalogue could be loaded" in capsys.readouterr().err
+
+
+def test_head_flag_belongs_to_the_catalogue_before_it():
+    args = app.parse_args(["--catalogue", "a", "--head", "runs/a", "--catalogue", "hub:x/b:test"])
+    assert args.extra == [{"spec": "a", "name": "a", "head": "runs/a"}, {"spec": "hub:x/b:test", "name": "b:test"}]
+    with pytest.raises(SystemExit):
+        app.parse_args(["--head", "runs/a"])
+
+
+def test_manifest_places_and_relative_paths(tmp_path, monkeypatch):
+    (tmp_path / "deploy" / "shop").mkdir(parents=True)
+    manifest = tmp_path / "deploy" / "spaces.yaml"
+    manifest.write_text(yaml.safe_dump({"catalogues": [
+        {"name": "shop", "per_class": 3, "local": {"spec": "shop", "head": "runs/shop"},
+         "space": {"spec": "hub:o/shop:train", "backbone": "resnet18", "head": "hub:o/head"}},
+        {"name": "local-only", "local": {"spec": "fashion-mnist:test"}}]}))
+    monkeypatch.chdir(tmp_path)
+    local = load_manifest(manifest, space=False)
+    assert local == [CatalogueConfig("shop", "deploy/shop", "auto", "deploy/runs/shop", 3),
+                     CatalogueConfig("local-only", "fashion-mnist:test")]
+    assert load_manifest(manifest, space=True) == [
+        CatalogueConfig("shop", "hub:o/shop:train", "resnet18", "hub:o/head", 3)]
+    manifest.write_text("catalogues:\n  - {name: x, local: {spec: y, heads: z}}\n")
+    with pytest.raises(LookalikeError, match="knows only"):
+        load_manifest(manifest, space=False)
+
+
+def test_spaces_manifest_matches_front_matter():
+    """README.md's front matter (what the Hub reads), spaces.yaml (the deploy
+    manifest) and requirements.txt must agree."""
+    readme = (ROOT / "README.md").read_text()
+    match = re.match(r"---\n(.*?)\n---\n", readme, re.S)
+    assert match, "README.md has no YAML front matter for the Space"
+    front = yaml.safe_load(match.group(1))
+    manifest = yaml.safe_load((ROOT / "spaces.yaml").read_text())
+    space = manifest["space"]
+    pins = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().split() if "==" in line)
+    for key in ("title", "sdk", "app_file", "python_version", "suggested_hardware"):
+        assert str(front[key]) == str(space[key]), key
+    assert str(front["sdk_version"]) == str(space["sdk_version"]) == pins["gradio"]
+    assert (ROOT / space["app_file"]).is_file()
+    hub_specs = {c["space"]["spec"][4:].rsplit(":", 1)[0] for c in manifest["catalogues"]
+                 if "space" in c and c["space"]["spec"].startswith("hub:")}
+    assert hub_specs and hub_specs <= set(front.get("datasets", []))
+    heads = {c["space"]["head"][4:] for c in manifest["catalogues"]
+             if "space" in c and str(c["space"].get("head", "")).startswith("hub:")}
+    assert heads <= set(front.get("models", []))
+    for package in ("gradio_client", "torch", "annoy", "PyYAML"):
+        assert package in pins, f"requirements.txt should pin {package}"
