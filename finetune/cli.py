@@ -2,6 +2,7 @@
 pretrained backbone features, validated on classes it never trains on."""
 
 import argparse
+import copy
 import logging
 import sys
 from dataclasses import asdict, fields
@@ -9,8 +10,11 @@ from dataclasses import asdict, fields
 from retrieval.backbones import available_backbones, default_device
 from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
+from retrieval.features import stage_inputs
+from retrieval.stages import StagedNet
 
 from .hub import push_run
+from .inputs import FrozenFeatures, StageInputs
 from .losses import LOSSES
 from .run_dir import METRIC_KEYS, check_output, save_run
 from .train import TrainConfig, train_head
@@ -31,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default=d.loss, choices=[*LOSSES, "none"],
                    help=f"metric-learning loss (default {d.loss}); contrastive is the Siamese pair loss, "
                         "triplet the triplet loss; none fits the whitening only")
+    p.add_argument("--unfreeze", type=int, default=0, metavar="N",
+                   help="also train the backbone's last N stages (efficientnet_lite0: 9 stages, resnets: 5), "
+                        "from their cached inputs; slow on a CPU, quick on a GPU (default 0: frozen)")
+    p.add_argument("--stage-lr", type=float, default=d.stage_lr, help="learning rate of unfrozen stages")
     p.add_argument("--output", default="runs/latest", help="RUN_DIR to write (default runs/latest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -67,22 +75,43 @@ def run(args) -> int:
     device = default_device(args.device)
     rec = Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes,
                            cache_dir=args.cache_dir, device=args.device, per_class=args.per_class)
-    features, rows = rec.features()
+    inputs, rows, tail_start = training_inputs(rec, args.unfreeze)
     catalogue = rec.catalogue
     labels = [catalogue.labels[r] for r in rows]
     names = catalogue.label_names
-    result = train_head(features, labels, config, device, names)
+    result = train_head(inputs, labels, config, device, names)
+    head = result.head
     run_config = dict(
         asdict(config), name=output.name, catalogue=args.catalogue, classes=args.classes, per_class=args.per_class,
         catalogue_fingerprint=catalogue.fingerprint, features_fingerprint=rec.fingerprints()["features_fingerprint"],
         backbone=rec.backbone.name, weights=rec.backbone.weights, preprocessing=rec.backbone.preprocessing,
-        in_dim=int(features.shape[2]), projection_dim=result.head.projection.out_features if result.head.projection else 0,
-        whitening_dim=len(result.head.whitening), best_epoch=result.best["epoch"], device=str(device))
+        unfreeze=args.unfreeze, tail_start=tail_start, in_dim=inputs.dim,
+        projection_dim=head.projection.out_features if head.projection else 0,
+        whitening_dim=len(head.whitening), best_epoch=result.best["epoch"], device=str(device))
     save_run(output, result, run_config, names)
     print(report(result, output))
     if args.push_to_hub:
         print(f"pushed to {push_run(output, args.push_to_hub)}")
     return 0
+
+
+def training_inputs(rec: Recommender, unfreeze: int):
+    """(inputs for train_head, catalogue rows, first unfrozen stage or None):
+    cached features, or with --unfreeze N the cached inputs of the last N stages."""
+    if unfreeze == 0:
+        features, rows = rec.features()
+        return FrozenFeatures(features), rows, None
+    model = rec.backbone.model
+    if not isinstance(model, StagedNet):
+        raise LookalikeError(f"--unfreeze needs a backbone made of stages (efficientnet_lite0 or a resnet), "
+                             f"not {rec.backbone.name}")
+    if not 0 < unfreeze < len(model.stages):
+        raise LookalikeError(f"--unfreeze must be 0..{len(model.stages) - 1} for {rec.backbone.name}, "
+                             f"not {unfreeze}")
+    start = len(model.stages) - unfreeze
+    maps, pooled, rows = stage_inputs(rec.catalogue, rec.backbone, start, rec.cache_dir)
+    tail = copy.deepcopy(model.tail(start)).float().requires_grad_(True)
+    return StageInputs(maps, pooled, tail), rows, start
 
 
 def report(result, output) -> str:

@@ -17,6 +17,7 @@ from retrieval.evaluate import retrieval_metrics
 from retrieval.heads import EmbeddingHead, embed_views
 
 from .losses import create_loss
+from .inputs import FrozenFeatures, StageInputs
 from .split import Split, class_disjoint_split
 from .whitening import fit_whitening
 
@@ -27,8 +28,9 @@ class TrainConfig:
     epochs: int = 10
     projection_dim: int = 512
     whitening: str = "learned"      # learned | pca | none
-    whitening_dim: int = 512
+    whitening_dim: int = 1024
     lr: float = 1e-3
+    stage_lr: float = 1e-4          # unfrozen backbone stages (--unfreeze)
     weight_decay: float = 1e-4
     batch_size: int = 64
     images_per_class: int = 4       # MPerClassSampler's m
@@ -55,38 +57,44 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-def train_head(features: np.ndarray, labels, config: TrainConfig, device=torch.device("cpu"),
-               names=None) -> TrainResult:
-    """features: (N, 2, dim) backbone views (image, mirror); labels: (N,) ints."""
+def train_head(inputs, labels, config: TrainConfig, device=torch.device("cpu"), names=None) -> TrainResult:
+    """inputs: (N, 2, dim) backbone features (image, mirror), or StageInputs
+    (`--unfreeze`); labels: (N,) ints."""
     if config.epochs < 1 and config.loss != "none":
         raise LookalikeError(f"--epochs must be at least 1, not {config.epochs}")
     seed_everything(config.seed)
+    inputs = inputs if isinstance(inputs, (FrozenFeatures, StageInputs)) else FrozenFeatures(inputs)
     labels = np.asarray(labels)
     split = class_disjoint_split(labels, config.validation_fraction, names)
-    views = torch.as_tensor(np.asarray(features, dtype=np.float32))
-    train_views, train_labels = views[split.train], torch.as_tensor(labels[split.train])
-    validation_views, validation_labels = views[split.validation].numpy(), labels[split.validation]
+    train_labels, validation_labels = torch.as_tensor(labels[split.train]), labels[split.validation]
 
-    def validate(module) -> dict:
-        module.eval()
+    def validate(head) -> dict:
+        head.eval()
+        if head.tail is not None:  # the stages moved: the whitening follows them
+            fit_head_whitening(head, inputs.all_views(split.train, device), train_labels, config)
+        views = inputs.all_views(split.validation, device).numpy()
         with torch.no_grad():
-            embeddings = embed_views(validation_views, lambda x: module(torch.as_tensor(x)).numpy())
+            embeddings = embed_views(views, lambda x: head(torch.as_tensor(x, device=device)).cpu().numpy())
         return retrieval_metrics(embeddings, validation_labels, progress=False)
 
     started = time.perf_counter()
-    result = TrainResult(build_untrained_head(views.shape[2], train_views, train_labels, config), split)
+    pretrained_train = inputs.all_views(split.train, device)
+    whitening_baseline = build_untrained_head(
+        inputs.dim, pretrained_train, train_labels,
+        TrainConfig(loss="none", whitening="pca", whitening_dim=config.whitening_dim)).to(device)
+    result = TrainResult(build_untrained_head(inputs.dim, pretrained_train, train_labels, config, inputs.tail),
+                         split)
     result.baselines = {
-        "pretrained": retrieval_metrics(embed_views(validation_views), validation_labels, progress=False),
-        "whitening": validate(build_untrained_head(
-            views.shape[2], train_views, train_labels,
-            TrainConfig(loss="none", whitening="pca", whitening_dim=config.whitening_dim))),
+        "pretrained": retrieval_metrics(embed_views(inputs.all_views(split.validation, device).numpy()),
+                                        validation_labels, progress=False),
+        "whitening": validate(whitening_baseline),
     }
-    head = result.head
+    head = result.head.to(device)
     result.untrained = validate(head)
     result.best = dict(result.untrained, epoch=0)
     if config.loss != "none":
         best_state = copy.deepcopy(head.state_dict())
-        for entry in _epochs(head, train_views, train_labels, config, device, validate):
+        for entry in _epochs(head, inputs, split.train, train_labels, config, device, validate):
             result.history.append(entry)
             if entry["map_at_r"] > result.best["map_at_r"]:
                 result.best, best_state = dict(entry), copy.deepcopy(head.state_dict())
@@ -96,21 +104,26 @@ def train_head(features: np.ndarray, labels, config: TrainConfig, device=torch.d
     return result
 
 
-def build_untrained_head(dim, train_views, train_labels, config: TrainConfig) -> EmbeddingHead:
+def build_untrained_head(dim, train_views, train_labels, config: TrainConfig, tail=None) -> EmbeddingHead:
     """A head whose whitening part is fitted (closed form) and whose projection
     is freshly initialised."""
     whitening_dim = 0 if config.whitening == "none" else min(config.whitening_dim, dim)
     projection_dim = 0 if config.loss == "none" else config.projection_dim
-    head = EmbeddingHead(dim, projection_dim, whitening_dim)
-    if whitening_dim:
-        mean, projection = fit_whitening(train_views.flatten(0, 1), train_labels.repeat_interleave(2),
-                                         whitening_dim, config.whitening)
-        head.whitening_mean.copy_(mean)
-        head.whitening.copy_(projection)
+    head = EmbeddingHead(dim, projection_dim, whitening_dim, tail)
+    fit_head_whitening(head, train_views, train_labels, config)
     return head
 
 
-def _epochs(head, views, labels, config: TrainConfig, device, validate):
+def fit_head_whitening(head: EmbeddingHead, train_views, train_labels, config: TrainConfig):
+    """Fit the head's whitening part (if any) on training features (N, 2, dim)."""
+    if len(head.whitening):
+        mean, projection = fit_whitening(train_views.flatten(0, 1), train_labels.repeat_interleave(2),
+                                         len(head.whitening), config.whitening)
+        head.whitening_mean.copy_(mean)
+        head.whitening.copy_(projection)
+
+
+def _epochs(head, inputs, rows, labels, config: TrainConfig, device, validate):
     """Yield one history entry per epoch; stops early on a validation plateau."""
     n_classes = int(labels.unique().numel())
     m = config.images_per_class
@@ -118,8 +131,10 @@ def _epochs(head, views, labels, config: TrainConfig, device, validate):
     if batch_size < 2 * m:
         raise LookalikeError(f"{n_classes} training classes are too few for batches of {m} images per class")
     loss_fn, miner = create_loss(config.loss, n_classes, config.projection_dim)
-    head, loss_fn = head.to(device), loss_fn.to(device)
+    loss_fn = loss_fn.to(device)
     groups = [{"params": head.projection.parameters()}]
+    if head.tail is not None:  # pretrained stages move slower than the fresh projection
+        groups.append({"params": head.tail.parameters(), "lr": config.stage_lr})
     if list(loss_fn.parameters()):  # proxies learn faster than the projection
         groups.append({"params": loss_fn.parameters(), "lr": config.lr * 10})
     optimiser = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
@@ -127,25 +142,32 @@ def _epochs(head, views, labels, config: TrainConfig, device, validate):
                                length_before_new_iter=max(len(labels), batch_size))
     steps = len(sampler) // batch_size
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.epochs * steps)
+    amp = device.type == "cuda"  # mixed precision on the GPU
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    rows = torch.as_tensor(rows)
     best, stale = -1.0, 0
     progress = tqdm(range(1, config.epochs + 1), desc=f"fine-tune {config.loss}", unit="epoch")
     for epoch in progress:
-        head.train()
+        # BatchNorm of unfrozen stages keeps its pretrained statistics: batches
+        # of 16 classes x 4 images would skew them (eval mode still trains weights)
+        head.eval()
         order = torch.tensor(list(iter(sampler)))
         total = 0.0
-        for b in range(steps):
+        for b in tqdm(range(steps), desc=f"epoch {epoch}", unit="batch", leave=False,
+                      disable=head.tail is None):
             batch = order[b * batch_size:(b + 1) * batch_size]
             view = torch.randint(0, 2, (len(batch),))  # image or mirror: free augmentation
-            x, y = views[batch, view].to(device), labels[batch].to(device)
-            embeddings = head.project(x)
-            loss = loss_fn(embeddings, y, miner(embeddings, y)) if miner else loss_fn(embeddings, y)
+            y = labels[batch].to(device)
+            with torch.autocast("cuda", enabled=amp):
+                embeddings = head.project(inputs.batch(rows[batch], view, device))
+                loss = loss_fn(embeddings, y, miner(embeddings, y)) if miner else loss_fn(embeddings, y)
             optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
             schedule.step()
             total += loss.item()
-        entry = dict(epoch=epoch, loss=round(total / steps, 5), **validate(head.cpu()))
-        head.to(device)
+        entry = dict(epoch=epoch, loss=round(total / steps, 5), **validate(head))
         progress.set_postfix(loss=entry["loss"], r1=round(entry["recall_at_1"], 3),
                              map_r=round(entry["map_at_r"], 4))
         yield entry

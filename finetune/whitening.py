@@ -1,10 +1,13 @@
 """Closed-form whitening of L2-normalised backbone features, fitted on the
 training classes: PCA whitening (the issue's trivial baseline) or learned
 whitening (whiten the within-class covariance, then PCA), which measured best
-of the fixed projections on unseen classes (docs/finetune-research.md)."""
+of the fixed projections on unseen classes (docs/finetune-research.md).
 
+The linear algebra runs in numpy (OpenBLAS): torch's MKL eigh took 37 s for a
+1792-d covariance on this machine's AMD CPU, numpy's 4.7 s (same run)."""
+
+import numpy as np
 import torch
-import torch.nn.functional as F
 
 from retrieval.errors import LookalikeError
 
@@ -16,31 +19,38 @@ def fit_whitening(features: torch.Tensor, labels: torch.Tensor, dim: int, kind: 
     """Return (mean (D,), projection (dim, D)) so that x -> (x - mean) @ projection.T."""
     if kind not in KINDS or kind == "none":
         raise LookalikeError(f"unknown whitening {kind!r}; choose learned or pca")
-    x = F.normalize(features.double(), dim=1)
+    x = np.asarray(features, dtype=np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     if dim > x.shape[1]:
         raise LookalikeError(f"whitening dim {dim} exceeds the feature dim {x.shape[1]}")
     mean = x.mean(0)
     if kind == "pca":
-        values, vectors = _top_eigen(_shrunk(torch.cov((x - mean).T), 0.1), dim)
-        return mean.float(), (vectors / values.clamp(min=1e-9).sqrt()).T.float()
-    classes, index = labels.unique(return_inverse=True)
-    class_means = torch.zeros(len(classes), x.shape[1], dtype=x.dtype).index_add_(0, index, x)
-    class_means /= torch.bincount(index, minlength=len(classes)).unsqueeze(1)
+        centred = x - mean
+        values, vectors = _top_eigen(_shrunk(centred.T @ centred / (len(x) - 1), 0.1), dim)
+        return _tensors(mean, (vectors / np.sqrt(np.maximum(values, 1e-9))).T)
+    classes, index = np.unique(np.asarray(labels), return_inverse=True)
+    class_means = np.zeros((len(classes), x.shape[1]))
+    np.add.at(class_means, index, x)
+    class_means /= np.bincount(index, minlength=len(classes))[:, None]
     within = x - class_means[index]
-    values, vectors = torch.linalg.eigh(_shrunk(within.T @ within / len(x), shrink))
-    inverse_sqrt = vectors @ torch.diag(values.clamp(min=1e-12).rsqrt()) @ vectors.T
+    values, vectors = np.linalg.eigh(_shrunk(within.T @ within / len(x), shrink))
+    inverse_sqrt = (vectors / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
     whitened = (x - mean) @ inverse_sqrt
     _, pcs = _top_eigen(whitened.T @ whitened / len(x), dim)
-    return mean.float(), (inverse_sqrt @ pcs).T.float()
+    return _tensors(mean, (inverse_sqrt @ pcs).T)
 
 
-def _shrunk(cov: torch.Tensor, shrink: float) -> torch.Tensor:
+def _tensors(mean, projection):
+    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(projection, dtype=torch.float32)
+
+
+def _shrunk(cov: np.ndarray, shrink: float) -> np.ndarray:
     """Shrink toward a scaled identity: few images per class make the raw
     covariance singular."""
-    return (1 - shrink) * cov + shrink * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)
+    return (1 - shrink) * cov + shrink * np.trace(cov) / len(cov) * np.eye(len(cov))
 
 
-def _top_eigen(matrix: torch.Tensor, dim: int):
-    values, vectors = torch.linalg.eigh(matrix)
-    order = values.argsort(descending=True)[:dim]
+def _top_eigen(matrix: np.ndarray, dim: int):
+    values, vectors = np.linalg.eigh(matrix)
+    order = np.argsort(values)[::-1][:dim]
     return values[order], vectors[:, order]

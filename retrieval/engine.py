@@ -62,6 +62,8 @@ class Recommender:
             raise LookalikeError(f"head {head.name} was trained on {head.backbone} features "
                                  f"({head.config['weights']}), not {backbone.name} ({backbone.weights}); "
                                  f"use --backbone {head.backbone} (or auto)")
+        if head is not None and head.tail is not None:
+            backbone = backbone.with_tail(head.tail, f"tail:{head.fingerprint}")
         return cls(catalogue, backbone, head, cache_dir, index_dir)
 
     @property

@@ -1,6 +1,9 @@
-"""Backbone features of a catalogue, extracted in batches with a progress bar
+"""Backbone outputs of a catalogue, extracted in batches with a progress bar
 and cached under a fingerprint of (catalogue content, backbone weights,
-preprocessing): a second run with the same inputs only reads the cache."""
+preprocessing): a second run with the same inputs only reads the cache.
+
+Two kinds: pooled features (what the index and the heads use) and the inputs
+of a backbone's last stages (what `--unfreeze` trains those stages on)."""
 
 import logging
 import time
@@ -25,63 +28,94 @@ def features_fingerprint(catalogue: Catalogue, backbone: Backbone, catalogue_fin
                   backbone.name, backbone.weights, backbone.preprocessing)
 
 
-def catalogue_features(catalogue: Catalogue, backbone: Backbone, cache_root, batch_size=64):
+def catalogue_features(catalogue: Catalogue, backbone: Backbone, cache_root, batch_size=32):
     """Return (features float32 (N, 2, dim): each image and its mirror, rows kept).
 
     Images that fail to decode are skipped, counted and logged; they never
     abort the build. `rows` are the catalogue rows the features belong to.
     """
-    folder = entry_dir(cache_root, "features", features_fingerprint(catalogue, backbone))
+    arrays, rows = _cached(catalogue, backbone, cache_root, "features", (),
+                           lambda batch: {"features": backbone(batch).numpy()}, batch_size)
+    return arrays["features"], rows
+
+
+def stage_inputs(catalogue: Catalogue, backbone: Backbone, start: int, cache_root, batch_size=32):
+    """What a staged backbone's stages [start:] need, for each image and its
+    mirror: the input map of stage `start` (float16, (N, 2, C, H, W)) and the
+    pooled outputs of the taps before it (float32, (N, 2, P)). Returns
+    (maps, pooled, rows), cached like the features."""
+    model = backbone.model
+
+    @torch.inference_mode()
+    def run(batch):
+        views = []
+        for view in (batch, batch.flip(-1)):
+            x, pooled = model.run(view.to(backbone.device).contiguous(memory_format=torch.channels_last), 0, start)
+            pooled = torch.cat(pooled, 1) if pooled else x.new_zeros(len(x), 0)
+            views.append((x.half().cpu(), pooled.float().cpu()))
+        return {"maps": torch.stack([v[0] for v in views], 1).numpy(),
+                "pooled": torch.stack([v[1] for v in views], 1).numpy()}
+
+    arrays, rows = _cached(catalogue, backbone, cache_root, "stage-inputs", ("start", start), run, batch_size)
+    return arrays["maps"], arrays["pooled"], rows
+
+
+def _cached(catalogue, backbone, cache_root, kind, extra, run, batch_size):
+    """Arrays `run` makes of the catalogue's images, from the cache or computed
+    and cached (atomically); a subset reuses what its whole source cached."""
+    folder = entry_dir(cache_root, kind, digest(kind, features_fingerprint(catalogue, backbone), *extra))
     if read_meta(folder) is not None:
-        return np.load(folder / "features.npy"), np.load(folder / "rows.npy")
-    from_source = _slice_of_source(catalogue, backbone, cache_root)
-    if from_source is not None:
-        return from_source
+        return _load(folder)
+    if catalogue.source_fingerprint is not None:
+        source = entry_dir(cache_root, kind, digest(
+            kind, features_fingerprint(catalogue, backbone, catalogue.source_fingerprint), *extra))
+        if read_meta(source) is not None:
+            return _slice_of_source(catalogue, source)
     started = time.perf_counter()
-    features, rows, skipped = extract(catalogue, backbone, batch_size)
-    if not rows:
-        raise LookalikeError(f"catalogue {catalogue.spec!r}: none of its {len(catalogue)} images could be read")
+    arrays, rows, skipped = extract(catalogue, backbone, run, batch_size)
     seconds = time.perf_counter() - started
-    features, rows = np.asarray(features, dtype=np.float32), np.asarray(rows, dtype=np.int64)
     with atomic_dir(folder) as tmp:
-        np.save(tmp / "features.npy", features)
+        for name, array in arrays.items():
+            np.save(tmp / f"{name}.npy", array)
         np.save(tmp / "rows.npy", rows)
         write_json(tmp / "meta.json", {
-            "catalogue": catalogue.spec, "catalogue_fingerprint": catalogue.fingerprint,
-            "backbone": backbone.name, "weights": backbone.weights,
-            "preprocessing": backbone.preprocessing, "n_images": len(rows), "skipped": skipped,
-            "dim": int(features.shape[2]), "seconds": round(seconds, 2),
-            "images_per_second": round(len(rows) / seconds, 1),
+            "kind": kind, "catalogue": catalogue.spec, "catalogue_fingerprint": catalogue.fingerprint,
+            "backbone": backbone.name, "weights": backbone.weights, "preprocessing": backbone.preprocessing,
+            "extra": list(extra), "n_images": len(rows), "skipped": skipped,
+            "shapes": {name: list(array.shape) for name, array in arrays.items()},
+            "seconds": round(seconds, 2), "images_per_second": round(len(rows) / seconds, 1),
         })
-    return features, rows
+    return arrays, rows
 
 
-def _slice_of_source(catalogue: Catalogue, backbone: Backbone, cache_root):
-    """A subset (--classes, per_class) reuses features cached for its whole
-    source instead of decoding its images again; None when there are none."""
-    if catalogue.source_fingerprint is None:
-        return None
-    folder = entry_dir(cache_root, "features", features_fingerprint(catalogue, backbone, catalogue.source_fingerprint))
-    if read_meta(folder) is None:
-        return None
-    position = {int(r): i for i, r in enumerate(np.load(folder / "rows.npy"))}
+def _load(folder, mmap_mode=None):
+    arrays = {path.stem: np.load(path, mmap_mode=mmap_mode) for path in sorted(folder.glob("*.npy"))}
+    return arrays, arrays.pop("rows")
+
+
+def _slice_of_source(catalogue: Catalogue, folder):
+    """A subset (--classes, per_class) takes its rows of the arrays cached for
+    its whole source instead of decoding its images again."""
+    arrays, source_rows = _load(folder, mmap_mode="r")
+    position = {int(r): i for i, r in enumerate(source_rows)}
     kept = [(row, position[source]) for row, source in enumerate(catalogue.source_rows) if source in position]
     if not kept:
         raise LookalikeError(f"catalogue {catalogue.spec!r}: none of its {len(catalogue)} images could be read")
     rows, positions = zip(*kept)
-    features = np.load(folder / "features.npy", mmap_mode="r")[list(positions)]
-    log.info("features: %d of the cached %s features", len(rows), catalogue.spec)
-    return np.ascontiguousarray(features, dtype=np.float32), np.asarray(rows, dtype=np.int64)
+    log.info("%s: %d of the cached %s images", folder.parent.name, len(rows), catalogue.spec)
+    return ({name: np.ascontiguousarray(array[list(positions)]) for name, array in arrays.items()},
+            np.asarray(rows, dtype=np.int64))
 
 
-def extract(catalogue: Catalogue, backbone: Backbone, batch_size=64):
-    """Run the backbone over every decodable image; returns (features, rows, skipped)."""
+def extract(catalogue: Catalogue, backbone: Backbone, run, batch_size=64):
+    """`run` (a batch of preprocessed images -> dict of arrays) over every
+    decodable image; returns (arrays, rows, number skipped)."""
     chunks, rows, skipped = [], [], []
     batch, batch_rows = [], []
 
     def flush():
         if batch:
-            chunks.append(backbone(torch.stack(batch)).numpy())
+            chunks.append(run(torch.stack(batch)))
             rows.extend(batch_rows)
             batch.clear()
             batch_rows.clear()
@@ -98,8 +132,10 @@ def extract(catalogue: Catalogue, backbone: Backbone, batch_size=64):
     if skipped:
         log.warning("skipped %d unreadable image(s) in %s, e.g. %s",
                     len(skipped), catalogue.spec, skipped[0])
-    features = np.concatenate(chunks) if chunks else np.zeros((0, 2, backbone.dim), np.float32)
-    return features, rows, len(skipped)
+    if not rows:
+        raise LookalikeError(f"catalogue {catalogue.spec!r}: none of its {len(catalogue)} images could be read")
+    arrays = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+    return arrays, np.asarray(rows, dtype=np.int64), len(skipped)
 
 
 def embed_images(images, backbone: Backbone) -> np.ndarray:

@@ -17,6 +17,7 @@ from torch import nn
 from .errors import LookalikeError
 from .fingerprint import digest
 from .index import l2_normalise
+from .stages import StagedTail
 
 WEIGHTS_FILE, CONFIG_FILE = "head.safetensors", "config.json"
 
@@ -41,10 +42,14 @@ class EmbeddingHead(nn.Module):
     (docs/finetune-research.md).
     """
 
-    def __init__(self, in_dim: int, projection_dim: int = 512, whitening_dim: int = 512):
+    def __init__(self, in_dim: int, projection_dim: int = 512, whitening_dim: int = 512,
+                 tail: StagedTail | None = None):
         super().__init__()
         if projection_dim <= 0 and whitening_dim <= 0:
             raise LookalikeError("a head needs a projection or a whitening part (both dims are 0)")
+        # the backbone's last stages when `--unfreeze` trained them; the backbone
+        # runs them (Backbone.with_tail), so forward() starts from pooled features
+        self.tail = tail
         self.projection = nn.Linear(in_dim, projection_dim) if projection_dim > 0 else None
         self.register_buffer("whitening_mean", torch.zeros(in_dim if whitening_dim > 0 else 0))
         self.register_buffer("whitening", torch.zeros(max(whitening_dim, 0), in_dim))
@@ -75,13 +80,24 @@ class Head:
     def backbone(self) -> str:
         return self.config["backbone"]
 
+    @property
+    def tail(self) -> StagedTail | None:
+        return self.module.tail
+
     @torch.inference_mode()
     def __call__(self, features: np.ndarray) -> np.ndarray:
         return self.module(torch.as_tensor(np.asarray(features, dtype=np.float32))).numpy()
 
 
 def build_head(config: dict) -> EmbeddingHead:
-    return EmbeddingHead(config["in_dim"], config["projection_dim"], config["whitening_dim"])
+    """An untrained head of the shape `config` (a RUN_DIR's config.json) describes."""
+    tail = None
+    if config.get("unfreeze"):
+        from .backbones import create_backbone  # the architecture only; weights come from the run
+
+        tail = create_backbone(config["backbone"], device="cpu", random_weights=True).model.tail(
+            config["tail_start"])
+    return EmbeddingHead(config["in_dim"], config["projection_dim"], config["whitening_dim"], tail)
 
 
 def load_head(spec) -> Head:

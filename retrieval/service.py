@@ -21,6 +21,7 @@ from .catalogues import load_catalogue
 from .engine import Recommender
 from .errors import LookalikeError
 from .heads import load_head
+from .images import open_image
 
 log = logging.getLogger(__name__)
 
@@ -286,12 +287,15 @@ class Service:
             query_id, query_label = cat.ids[query_row], cat.label_names[cat.labels[query_row]]
         elif image is None:
             raise LookalikeError("no query image: upload, paste or snap one, or click an example")
-        features = served.pretrained.query_features(image)
+        image = open_image(image)  # validated once, for both sides
         answer = Answer(served, int(k), query_id, query_label)
+        features = {}  # one backbone pass per distinct backbone (a head with --unfreeze stages has its own)
         for side in SIDES:
             rec = getattr(served, side)
             if rec is not None:
-                answer.results[side] = rec.search_features(features, int(k))
+                if id(rec.backbone) not in features:
+                    features[id(rec.backbone)] = rec.query_features(image)
+                answer.results[side] = rec.search_features(features[id(rec.backbone)], int(k))
         return answer
 
     def recommend(self, image, catalogue: str, k: int = 10, backbone=None, query_row=None) -> dict:

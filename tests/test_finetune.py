@@ -139,3 +139,50 @@ def test_missing_head_and_offline_push_are_clear_errors(tmp_path):
 
     with pytest.raises(LookalikeError, match="HF_HUB_OFFLINE"):
         push_run(tmp_path, "someone/head")
+
+
+def test_unfreeze_trains_the_last_stages_and_retrieval_runs_them(shapes, tmp_path):
+    """--unfreeze: the last stages train from their cached inputs, and a saved
+    run gives the same embeddings from whole images as training saw."""
+    import copy
+
+    from finetune.inputs import StageInputs
+    from retrieval.backbones import create_backbone
+    from retrieval.catalogues import load_catalogue
+    from retrieval.engine import Recommender
+    from retrieval.features import stage_inputs
+
+    torch.manual_seed(0)
+    catalogue, backbone = load_catalogue(str(shapes)), create_backbone("resnet18", device="cpu", random_weights=True)
+    start = 3  # layer3 and layer4 train
+    maps, pooled, rows = stage_inputs(catalogue, backbone, start, tmp_path / "cache")
+    assert maps.shape[:2] == (30, 2) and maps.dtype == np.float16 and pooled.shape == (30, 2, 0)
+    tail = copy.deepcopy(backbone.model.tail(start)).requires_grad_(True)
+    before = copy.deepcopy(tail.state_dict())
+    labels = [catalogue.labels[r] for r in rows]
+    config = TrainConfig(epochs=3, projection_dim=16, whitening_dim=16, batch_size=8, images_per_class=2,
+                         validation_fraction=0.34, stage_lr=1e-3, patience=3)
+    result = train_head(StageInputs(maps, pooled, tail), labels, config, names=catalogue.label_names)
+    assert len(result.history) == 3 and result.best["epoch"] > 0
+    trained = result.head.tail.state_dict()
+    assert any(not torch.equal(before[k], trained[k]) for k in before if trained[k].is_floating_point())
+
+    run_config = dict(name="tail", loss="supcon", backbone="resnet18", weights="random", catalogue=str(shapes),
+                      classes=None, in_dim=512, projection_dim=16, whitening_dim=16, unfreeze=2, tail_start=start)
+    save_run(tmp_path / "run", result, run_config, catalogue.label_names)
+    rec = Recommender.open(catalogue, backbone=backbone, head=str(tmp_path / "run"), cache_dir=tmp_path / "cache")
+    assert rec.backbone.weights.startswith("random+tail:") and rec.backbone is not backbone
+    from_images = rec.features()[0]
+    from_maps = StageInputs(maps, pooled, result.head.tail).all_views(np.arange(30), torch.device("cpu")).numpy()
+    assert np.allclose(from_images, from_maps, atol=2e-2 * np.abs(from_maps).max())  # maps cached as float16
+    assert not np.allclose(from_images, Recommender(catalogue, backbone, cache_dir=tmp_path / "cache").features()[0],
+                           atol=1e-3)
+    results = rec.build().search(shapes / "shape2" / "3.png", k=3)
+    assert results[0].id == "shape2/3" and results[0].score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_unfreeze_refuses_unstaged_backbones_and_bad_counts(shapes, tmp_path, capsys):
+    common = ["--catalogue", str(shapes), "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    assert finetune_main([*common, "--backbone", "efficientnet_lite0", "--unfreeze", "9"]) == 2
+    assert "--unfreeze must be 0..8 for efficientnet_lite0, not 9" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
