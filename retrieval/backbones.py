@@ -113,7 +113,7 @@ def create_backbone(name: str = "auto", device: str = "auto", random_weights: bo
     model, weights = entry.build(random_weights)
     dev = default_device(device)
     # channels_last: 1.8x faster on this CPU for efficientnet_lite0 (BENCHMARKS.md)
-    model = model.eval().requires_grad_(False).to(dev, memory_format=torch.channels_last)
+    model = fold_batchnorm(model.eval()).requires_grad_(False).to(dev, memory_format=torch.channels_last)
     preprocess = T.Compose([
         T.Resize(entry.size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
         T.ToTensor(),
@@ -123,6 +123,28 @@ def create_backbone(name: str = "auto", device: str = "auto", random_weights: bo
     height, width = entry.size
     desc = f"resize-whole-{height}x{width}-bicubic/mean{entry.mean}/std{entry.std}/{pooling}/views-orig-mirror"
     return Backbone(name, model, preprocess, entry.dim, weights, desc, dev)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each BatchNorm that directly follows a convolution into it (eval
+    mode only: running statistics become a scale and a bias), in place. Same
+    outputs, 12% faster efficientnet_lite0 queries here (BENCHMARKS.md).
+    Relies on modules being registered in the order they run, as in timm's and
+    torchvision's CNNs (tests/test_backbones.py checks the outputs)."""
+    names = list(model._modules)
+    for conv_name, bn_name in zip(names, names[1:]):
+        conv, bn = model._modules[conv_name], model._modules[bn_name]
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.weight.mul_(scale[:, None, None, None])
+            conv.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * scale)
+            # timm's BatchNormAct2d carries its activation: keep that part
+            model._modules[bn_name] = nn.Sequential(bn.drop, bn.act) if hasattr(bn, "act") else nn.Identity()
+    for child in model.children():
+        fold_batchnorm(child)
+    return model
 
 
 def _offline() -> bool:

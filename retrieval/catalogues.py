@@ -17,6 +17,7 @@ Cars' devkit ids 1-196; the integer label of Hub, parquet and Fashion-MNIST data
 (0-based); for class folders, the folder's 0-based position in sorted order.
 """
 
+import collections
 import gzip
 import io
 import os
@@ -198,6 +199,8 @@ def _from_class_folders(spec, root: Path) -> Catalogue:
                 ids.append(str(path.relative_to(root).with_suffix("")))
     if not images:
         raise LookalikeError(f"catalogue {spec!r}: no image files in its class folders")
+    taken = collections.Counter(ids)  # a.jpg beside a.png: both keep their suffix
+    ids = [str(Path(path).relative_to(root)) if taken[item] > 1 else item for path, item in zip(images, ids)]
     names = [d.name for d in class_dirs]
     fp = digest("class-folders", files_digest(images), ids, names)
     return Catalogue(spec, _dataset(images, labels, ids, names), fp)

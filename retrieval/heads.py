@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backbones import create_backbone
 from .errors import LookalikeError
 from .fingerprint import digest
 from .index import l2_normalise
@@ -92,9 +93,7 @@ class Head:
 def build_head(config: dict) -> EmbeddingHead:
     """An untrained head of the shape `config` (a RUN_DIR's config.json) describes."""
     tail = None
-    if config.get("unfreeze"):
-        from .backbones import create_backbone  # the architecture only; weights come from the run
-
+    if config.get("unfreeze"):  # the architecture only: the weights come from the run
         tail = create_backbone(config["backbone"], device="cpu", random_weights=True).model.tail(
             config["tail_start"])
     return EmbeddingHead(config["in_dim"], config["projection_dim"], config["whitening_dim"], tail)

@@ -81,7 +81,7 @@ def served(tmp_path_factory):
 
 def decode(data_url: str) -> Image.Image:
     header, payload = data_url.split(",", 1)
-    assert header == "data:image/jpeg;base64"
+    assert header in ("data:image/jpeg;base64", "data:image/png;base64")
     return Image.open(io.BytesIO(base64.b64decode(payload)))
 
 
@@ -230,3 +230,22 @@ def test_spaces_manifest_matches_front_matter():
     assert heads <= set(front.get("models", []))
     for package in ("gradio_client", "torch", "annoy", "PyYAML"):
         assert package in pins, f"requirements.txt should pin {package}"
+
+
+def test_result_images_are_small_data_urls(tmp_path):
+    """A small JPEG or PNG goes out as its own bytes; anything else is
+    re-encoded as a JPEG thumbnail of at most 256 px."""
+    from retrieval.catalogues import load_catalogue
+    from retrieval.service import data_url
+
+    (tmp_path / "shop" / "a").mkdir(parents=True)
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(tmp_path / "shop" / "a" / "small.png")
+    Image.new("RGB", (600, 400), (10, 200, 10)).save(tmp_path / "shop" / "a" / "large.png")
+    Image.new("RGB", (64, 48), (10, 10, 200)).save(tmp_path / "shop" / "a" / "small.bmp")
+    catalogue = load_catalogue(str(tmp_path / "shop"))
+    urls = {catalogue.ids[row]: data_url(catalogue, row) for row in range(len(catalogue))}
+    assert sorted(urls) == ["a/large", "a/small.bmp", "a/small.png"]  # same stem: ids keep their suffix
+    assert urls["a/small.png"].startswith("data:image/png;base64,")
+    assert base64.b64decode(urls["a/small.png"].split(",", 1)[1]) == (tmp_path / "shop/a/small.png").read_bytes()
+    assert urls["a/large"].startswith("data:image/jpeg;base64,") and decode(urls["a/large"]).size == (256, 171)
+    assert urls["a/small.bmp"].startswith("data:image/jpeg;base64,") and decode(urls["a/small.bmp"]).size == (64, 48)
