@@ -336,7 +336,7 @@ class Service:
 def data_url(catalogue, row: int) -> str:
     """A catalogue item as a data URL (self-contained JSON for API clients): its
     own file when that is already a small JPEG or PNG (no decode, no re-encode:
-    25 ms less per query of 2 x 10 results here), else a JPEG thumbnail."""
+    0.3 ms instead of 0.8-1.0 ms per image here), else a JPEG thumbnail."""
     raw = catalogue.raw_images[row]["image"]
     data = raw["bytes"] or Path(raw["path"]).read_bytes()
     try:
