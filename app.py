@@ -21,9 +21,10 @@ METRIC_TITLES = ("R@1", "R@2", "R@4", "R@8", "MAP@R")
 
 
 def caption(result, query_label) -> str:
-    """Class name and similarity; ✓ when it shares the query's class."""
+    """Similarity, then class name (long names get cut off at the end); ✓ when
+    it shares the query's class."""
     mark = "✓ " if query_label is not None and result.label == query_label else ""
-    return f"{mark}{result.label} · {result.score:.3f}"
+    return f"{result.score:.3f} · {mark}{result.label}"
 
 
 def status_markdown(service: Service) -> str:

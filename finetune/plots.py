@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from retrieval.atomic import atomic_path  # noqa: E402
 
@@ -23,6 +24,8 @@ def plot_curves(path, history: list, baselines: dict, best_epoch: int, title: st
         right.axvline(best_epoch, color="grey", linewidth=0.8)
         right.annotate("best", (best_epoch, right.get_ylim()[1]), ha="center", va="top", fontsize=8)
     right.set(title="validation (unseen classes)", xlabel="epoch", ylabel="fraction")
+    for axes in (left, right):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.legend(fontsize=7, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()

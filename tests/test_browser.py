@@ -60,7 +60,7 @@ def test_search_flow_in_chromium(served, page):  # noqa: F811
 
     # clicking a result of another class searches with it
     other = thumbnails(page, "pretrained").filter(has_not_text="✓").first
-    other_class = other.inner_text().split("·")[0].strip()
+    other_class = other.inner_text().split("·")[1].strip()
     other.click()
     expect(gallery_label(page, "pretrained")).to_contain_text(f"share the query's class ({other_class})")
 
@@ -68,7 +68,7 @@ def test_search_flow_in_chromium(served, page):  # noqa: F811
     page.locator("#query button[aria-label='Remove Image']").click()
     page.locator("#query input[type=file]").set_input_files(str(served["shop"] / "red" / "red3.png"))
     expect(gallery_label(page, "pretrained")).not_to_contain_text("share the query's class")
-    expect(thumbnails(page, "pretrained").first).to_contain_text("red · 1.000")
+    expect(thumbnails(page, "pretrained").first).to_contain_text("1.000 · red")
 
     # a catalogue without a fine-tuned head says how to make one
     page.get_by_label("Catalogue").click()
