@@ -233,8 +233,8 @@ def test_spaces_manifest_matches_front_matter():
 
 
 def test_result_images_are_small_data_urls(tmp_path):
-    """A small JPEG or PNG goes out as its own bytes; anything else is
-    re-encoded as a JPEG thumbnail of at most 256 px."""
+    """A small JPEG or PNG goes out as its own bytes; any other small image is
+    re-encoded as PNG, a large one as a JPEG thumbnail of at most 256 px."""
     from retrieval.catalogues import load_catalogue
     from retrieval.service import data_url
 
@@ -248,4 +248,4 @@ def test_result_images_are_small_data_urls(tmp_path):
     assert urls["a/small.png"].startswith("data:image/png;base64,")
     assert base64.b64decode(urls["a/small.png"].split(",", 1)[1]) == (tmp_path / "shop/a/small.png").read_bytes()
     assert urls["a/large"].startswith("data:image/jpeg;base64,") and decode(urls["a/large"]).size == (256, 171)
-    assert urls["a/small.bmp"].startswith("data:image/jpeg;base64,") and decode(urls["a/small.bmp"]).size == (64, 48)
+    assert urls["a/small.bmp"].startswith("data:image/png;base64,") and decode(urls["a/small.bmp"]).size == (64, 48)

@@ -38,11 +38,13 @@ def _write_idx(path, array):
 
 def test_fashion_mnist_idx_layout(tmp_path):
     rng = np.random.default_rng(0)
-    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", rng.integers(0, 255, (6, 28, 28)))
+    pixels = rng.integers(0, 255, (6, 28, 28))
+    _write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", pixels)
     _write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 2, 9, 9, 0]))
     cat = load_catalogue(str(tmp_path))
     _assert_schema(cat)
     assert cat.label_names[9] == "Ankle boot" and len(cat) == 6 and cat.image(0).size == (28, 28)
+    assert np.array_equal(np.asarray(cat.image(4))[..., 0], pixels[4])  # lossless
 
 
 def test_stanford_cars_layout(cars):
