@@ -1,4 +1,4 @@
-"""`python -m retrieval index|search|evaluate`: thin wrappers over the engine."""
+"""`python -m retrieval index|search|evaluate|deploy`: thin wrappers over the engine."""
 
 import argparse
 import json
@@ -8,6 +8,7 @@ import time
 
 from .atomic import write_json
 from .backbones import available_backbones
+from .deploy import deploy
 from .engine import Recommender
 from .errors import LookalikeError
 from .evaluate import retrieval_metrics
@@ -46,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="retrieval metrics: each image queries all the others")
     _common(p)
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the metrics to this JSON file")
+
+    p = sub.add_parser("deploy", help="upload this project to a Hugging Face Space (needs a token and the network)")
+    p.add_argument("--space", required=True, metavar="OWNER/NAME", help="the Space to create or update")
     return parser
 
 
@@ -106,4 +110,9 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "evaluate": cmd_evaluate}
+def cmd_deploy(args) -> int:
+    print(f"deployed to {deploy(args.space)}")
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "evaluate": cmd_evaluate, "deploy": cmd_deploy}

@@ -232,6 +232,52 @@ def test_spaces_manifest_matches_front_matter():
         assert package in pins, f"requirements.txt should pin {package}"
 
 
+def test_deploy_uploads_tracked_files_and_is_a_clear_error_offline(tmp_path, capsys):
+    """`python -m retrieval deploy`: the Space gets what git tracks minus tests
+    and CI (never a local run's caches or images); offline, it says why."""
+    import subprocess
+
+    from retrieval.cli import main as retrieval_main
+    from retrieval.deploy import space_files
+
+    files = space_files()
+    assert {"app.py", "README.md", "requirements.txt", "spaces.yaml", "retrieval/engine.py"} <= set(files)
+    assert not [f for f in files if f.startswith(("tests/", ".ci/", "runs/")) or f.endswith(".jpg")]
+    with pytest.raises(LookalikeError, match="not a git checkout"):
+        space_files(tmp_path)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "app.py").write_text("")
+    subprocess.run(["git", "-C", str(tmp_path), "add", "app.py"], check=True)
+    with pytest.raises(LookalikeError, match="README.md, requirements.txt, spaces.yaml"):
+        space_files(tmp_path)
+    assert retrieval_main(["deploy", "--space", "someone/lookalike"]) == 2
+    assert "HF_HUB_OFFLINE" in capsys.readouterr().err
+
+
+def test_deploy_creates_a_gradio_space_with_the_tracked_files(monkeypatch):
+    """The online path, against a stand-in for huggingface_hub.HfApi."""
+    import huggingface_hub
+
+    from retrieval.deploy import deploy, space_files
+
+    calls = []
+
+    class RecordingApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload", kwargs))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    assert deploy("someone/lookalike") == "https://huggingface.co/spaces/someone/lookalike"
+    (_, repo_id, create), (_, upload) = calls
+    assert repo_id == "someone/lookalike" and create["repo_type"] == "space" and create["space_sdk"] == "gradio"
+    assert upload["repo_type"] == "space" and upload["allow_patterns"] == space_files()
+    assert Path(upload["folder_path"]) == ROOT
+
+
 def test_result_images_are_small_data_urls(tmp_path):
     """A small JPEG or PNG goes out as its own bytes; any other small image is
     re-encoded as PNG, a large one as a JPEG thumbnail of at most 256 px."""
