@@ -60,6 +60,8 @@ def test_classes_parsing_and_errors(tmp_path):
         parse_classes("a-b")
     with pytest.raises(LookalikeError, match="no such folder"):
         load_catalogue(str(tmp_path / "missing"))
+    with pytest.raises(LookalikeError, match="could not load 'someone/data' split 'test' from the Hugging Face Hub"):
+        load_catalogue("hub:someone/data:test")  # the tests run offline
     (tmp_path / "empty").mkdir()
     with pytest.raises(LookalikeError, match="not recognised"):
         load_catalogue(str(tmp_path / "empty"))

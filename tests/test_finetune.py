@@ -139,6 +139,8 @@ def test_missing_head_and_offline_push_are_clear_errors(tmp_path):
 
     with pytest.raises(LookalikeError, match="HF_HUB_OFFLINE"):
         push_run(tmp_path, "someone/head")
+    with pytest.raises(LookalikeError, match="hub:someone/head: head could not be fetched"):
+        load_head("hub:someone/head")
 
 
 def test_unfreeze_trains_the_last_stages_and_retrieval_runs_them(shapes, tmp_path):
