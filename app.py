@@ -12,12 +12,11 @@ from pathlib import Path
 import gradio as gr
 
 from retrieval.errors import LookalikeError
+from retrieval.evaluate import metrics_table
 from retrieval.service import MAX_K, CatalogueConfig, Service, load_manifest, on_space
 
 ROOT = Path(__file__).resolve().parent
 SIDE_TITLES = {"pretrained": "Pretrained", "finetuned": "Fine-tuned"}
-METRIC_KEYS = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r")  # of metrics.json
-METRIC_TITLES = ("R@1", "R@2", "R@4", "R@8", "MAP@R")
 
 
 def caption(result, query_label) -> str:
@@ -51,15 +50,11 @@ def metrics_markdown(name: str, backbone: str, validation: dict | None, note: st
     m = validation["metrics"]
     rows = [("Pretrained", m.get("pretrained")), ("Pretrained + whitening", m.get("whitening")),
             (f"Fine-tuned (best epoch {m.get('best', {}).get('epoch', '?')})", m.get("best"))]
-    table = ["| embedding | " + " | ".join(METRIC_TITLES) + " |", "|---" * (len(METRIC_TITLES) + 1) + "|"]
-    for label, values in rows:
-        if values:
-            table.append(f"| {label} | " + " | ".join(f"{values[k]:.3f}" for k in METRIC_KEYS) + " |")
     base, names = m.get("pretrained") or {}, m.get("validation_classes") or []
     shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
     held_out = (f"Measured on {base.get('n_images', '?')} images of {base.get('n_classes', '?')} classes "
                 f"held out from training ({shown}): a class-disjoint validation slice of the training classes.")
-    return title + held_out + "\n\n" + "\n".join(table)
+    return title + held_out + "\n\n" + metrics_table(rows)
 
 
 def build_demo(service: Service) -> gr.Blocks:

@@ -10,13 +10,14 @@ from dataclasses import asdict, fields
 from retrieval.backbones import available_backbones, default_device
 from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
+from retrieval.evaluate import METRIC_KEYS, METRIC_TITLES
 from retrieval.features import stage_inputs
 from retrieval.stages import StagedNet
 
 from .hub import push_run
 from .inputs import FrozenFeatures, StageInputs
 from .losses import LOSSES
-from .run_dir import METRIC_KEYS, check_output, save_run
+from .run_dir import check_output, save_run
 from .train import TrainConfig, train_head
 from .whitening import KINDS
 
@@ -118,8 +119,7 @@ def report(result, output) -> str:
     """The validation table, so the terminal shows what fine-tuning bought."""
     lines = [f"validation on {len(result.split.validation_classes)} held-out classes "
              f"({len(result.split.validation)} images):",
-             f"{'':<24}" + "".join(f"{k.replace('recall_at_', 'R@').replace('map_at_r', 'MAP@R'):>8}"
-                                  for k in METRIC_KEYS)]
+             f"{'':<24}" + "".join(f"{title:>8}" for title in METRIC_TITLES)]
     for name, m in [*result.baselines.items(), (f"fine-tuned (epoch {result.best['epoch']})", result.best)]:
         lines.append(f"{name:<24}" + "".join(f"{m[k]:>8.3f}" for k in METRIC_KEYS))
     lines.append(f"trained in {result.seconds:.1f}s -> {output}")

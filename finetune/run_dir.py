@@ -8,12 +8,11 @@ from safetensors.torch import save_file
 
 from retrieval.atomic import atomic_dir, write_json
 from retrieval.errors import LookalikeError
+from retrieval.evaluate import metrics_table
 from retrieval.heads import CONFIG_FILE, WEIGHTS_FILE
 
 from .plots import plot_curves
 from .train import TrainResult
-
-METRIC_KEYS = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r")
 
 
 def check_output(output, overwrite: bool) -> Path:
@@ -53,7 +52,6 @@ def model_card(config: dict, metrics: dict) -> str:
     rows = [("pretrained " + config["backbone"], metrics["pretrained"]),
             ("PCA whitening (baseline)", metrics["whitening"]),
             (f"fine-tuned ({config['loss']}, epoch {metrics['best']['epoch']})", metrics["best"])]
-    table = "\n".join(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in METRIC_KEYS) + " |" for name, m in rows)
     return f"""---
 library_name: pytorch
 tags: [image-retrieval, metric-learning, lookalike]
@@ -67,7 +65,5 @@ pytorch-metric-learning (`{config['loss']}` loss) on cached `{config['backbone']
 
 Validation on {len(metrics['validation_classes'])} classes held out from training:
 
-| embedding | R@1 | R@2 | R@4 | R@8 | MAP@R |
-|---|---|---|---|---|---|
-{table}
+{metrics_table(rows)}
 """

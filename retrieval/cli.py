@@ -11,7 +11,7 @@ from .backbones import available_backbones
 from .deploy import deploy
 from .engine import Recommender
 from .errors import LookalikeError
-from .evaluate import retrieval_metrics
+from .evaluate import METRIC_KEYS, retrieval_metrics
 
 
 def _common(p: argparse.ArgumentParser):
@@ -102,7 +102,7 @@ def cmd_evaluate(args) -> int:
     metrics = retrieval_metrics(embeddings, labels)
     metrics.update(backbone=rec.backbone.name, head=rec.head.name if rec.head else None,
                    catalogue=args.catalogue, classes=args.classes)
-    for key in ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r"):
+    for key in METRIC_KEYS:
         print(f"{key:<14} {metrics[key]:.4f}")
     print(f"{'images':<14} {metrics['n_images']} in {metrics['n_classes']} classes, {rec.embedding_name}")
     if args.json_out:

@@ -7,6 +7,16 @@ import torch
 from tqdm.auto import tqdm
 
 RECALL_KS = (1, 2, 4, 8)
+METRIC_KEYS = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r")  # what every report shows, in order
+METRIC_TITLES = ("R@1", "R@2", "R@4", "R@8", "MAP@R")
+
+
+def metrics_table(rows) -> str:
+    """A markdown table of (embedding name, metrics) rows, for model cards and
+    the app's metrics tab; a row without metrics is left out."""
+    lines = ["| embedding | " + " | ".join(METRIC_TITLES) + " |", "|---" * (len(METRIC_TITLES) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in METRIC_KEYS) + " |" for name, m in rows if m]
+    return "\n".join(lines)
 
 
 def retrieval_metrics(embeddings: np.ndarray, labels, chunk=1024, progress=True) -> dict:
