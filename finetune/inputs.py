@@ -4,6 +4,8 @@ cached inputs of the backbone's last N stages, run through trainable copies of
 those stages: real fine-tuning of part of the network, with no image decoded
 or early stage run twice."""
 
+from functools import cached_property
+
 import numpy as np
 import torch
 
@@ -38,8 +40,10 @@ class StageInputs:
     def __init__(self, maps: np.ndarray, pooled: np.ndarray, tail: StagedTail, chunk: int = 64):
         self.maps, self.pooled, self.tail, self.chunk = maps, torch.as_tensor(pooled), tail, chunk
 
-    @property
+    @cached_property
     def dim(self) -> int:
+        """The features' width: one pass of the tail over one image (the
+        stages' weights change in training, their output width does not)."""
         with torch.no_grad():
             return self._run(np.zeros(1, dtype=np.int64), torch.zeros(1, dtype=torch.long), "cpu").shape[1]
 

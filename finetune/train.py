@@ -68,29 +68,34 @@ def train_head(inputs, labels, config: TrainConfig, device=torch.device("cpu"), 
     split = class_disjoint_split(labels, config.validation_fraction, names)
     train_labels, validation_labels = torch.as_tensor(labels[split.train]), labels[split.validation]
 
-    def validate(head) -> dict:
+    started = time.perf_counter()
+    pretrained_train = inputs.all_views(split.train, device)
+    pretrained_validation = inputs.all_views(split.validation, device).numpy()
+
+    def validate(head, stages_moved=True) -> dict:
+        """Validation metrics. Once unfrozen stages have trained, the validation
+        images run through them again and the whitening follows them; before
+        that (baselines, untrained head) the pretrained inputs serve as they are."""
         head.eval()
-        if head.tail is not None:  # the stages moved: the whitening follows them
+        views = pretrained_validation
+        if head.tail is not None and stages_moved:
             fit_head_whitening(head, inputs.all_views(split.train, device), train_labels, config)
-        views = inputs.all_views(split.validation, device).numpy()
+            views = inputs.all_views(split.validation, device).numpy()
         with torch.no_grad():
             embeddings = embed_views(views, lambda x: head(torch.as_tensor(x, device=device)).cpu().numpy())
         return retrieval_metrics(embeddings, validation_labels, progress=False)
 
-    started = time.perf_counter()
-    pretrained_train = inputs.all_views(split.train, device)
     whitening_baseline = build_untrained_head(
         inputs.dim, pretrained_train, train_labels,
         TrainConfig(loss="none", whitening="pca", whitening_dim=config.whitening_dim)).to(device)
     result = TrainResult(build_untrained_head(inputs.dim, pretrained_train, train_labels, config, inputs.tail),
                          split)
     result.baselines = {
-        "pretrained": retrieval_metrics(embed_views(inputs.all_views(split.validation, device).numpy()),
-                                        validation_labels, progress=False),
+        "pretrained": retrieval_metrics(embed_views(pretrained_validation), validation_labels, progress=False),
         "whitening": validate(whitening_baseline),
     }
     head = result.head.to(device)
-    result.untrained = validate(head)
+    result.untrained = validate(head, stages_moved=False)
     result.best = dict(result.untrained, epoch=0)
     if config.loss != "none":
         best_state = copy.deepcopy(head.state_dict())
