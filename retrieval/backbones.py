@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torchvision import transforms as T
 
+from .allocator import keep_freed_memory
 from .errors import LookalikeError
 from .stages import StagedNet
 
@@ -110,6 +111,7 @@ def create_backbone(name: str = "auto", device: str = "auto", random_weights: bo
     if why != "asked for":
         log.info("backbone: %s (%s)", name, why)
     entry = _REGISTRY[name]
+    keep_freed_memory()  # a CNN's activations reuse memory instead of page-faulting it anew
     model, weights = entry.build(random_weights)
     dev = default_device(device)
     # channels_last: 1.8x faster on this CPU for efficientnet_lite0 (BENCHMARKS.md)

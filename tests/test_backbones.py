@@ -1,3 +1,7 @@
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -25,3 +29,27 @@ def test_folding_batchnorm_keeps_the_outputs(name):
         folded = fold_batchnorm(model)(x)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert torch.allclose(folded, expected, atol=1e-4 * expected.abs().max())
+
+
+PAGE_FAULTS_OF_REPEATED_PASSES = """
+import resource, torch
+from retrieval.backbones import create_backbone
+backbone = create_backbone("efficientnet_lite0", device="cpu", random_weights=True)
+x = torch.randn(4, 3, 288, 384)
+faults = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    backbone(x)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(min(faults[1:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
+def test_repeated_forward_passes_reuse_memory_instead_of_page_faulting():
+    """After create_backbone, a second batch reuses the first one's memory (with
+    glibc's default thresholds it page-faults ~65,000 fresh pages each time)."""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", PAGE_FAULTS_OF_REPEATED_PASSES], cwd=root,
+                         capture_output=True, text=True, check=True)
+    assert int(out.stdout.split()[-1]) < 1000
