@@ -58,7 +58,7 @@ def metrics_markdown(name: str, backbone: str, validation: dict | None, note: st
 
 
 def build_demo(service: Service) -> gr.Blocks:
-    names = [n for n in service.names() if any(s.pretrained for s in service.served if s.config.name == n)]
+    names = [n for n in service.names() if any(s.catalogue for s in service.served if s.config.name == n)]
     first = names[0]
 
     def examples_for(catalogue):
@@ -128,7 +128,7 @@ def build_demo(service: Service) -> gr.Blocks:
             gr.Markdown("Validation retrieval metrics of each catalogue's fine-tuning run "
                         "(from its metrics.json) and its training curves.")
             for served in service.served:
-                if served.pretrained is None:
+                if served.catalogue is None:
                     continue
                 validation = served.validation()
                 gr.Markdown(metrics_markdown(served.config.name, served.backbone, validation,

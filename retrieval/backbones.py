@@ -14,7 +14,6 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torchvision import transforms as T
 
 from .allocator import keep_freed_memory
 from .errors import LookalikeError
@@ -107,6 +106,8 @@ def resolve_backbone(name: str) -> tuple:
 
 def create_backbone(name: str = "auto", device: str = "auto", random_weights: bool = False) -> Backbone:
     """Build a frozen backbone by name ('auto' picks one and logs why)."""
+    from torchvision import transforms as T  # here, not at import: torchvision costs ~3 s of the app's start
+
     name, why = resolve_backbone(name)
     if why != "asked for":
         log.info("backbone: %s (%s)", name, why)
@@ -194,13 +195,16 @@ def _efficientnet_lite0(random_weights):
 
 # --- torchvision backbones: weights from torchvision's cache or its download -------
 
-_TORCHVISION = {  # name: (weights enum name, feature dim, input size)
-    "resnet18": ("ResNet18_Weights", 512, (224, 224)),
-    "resnet34": ("ResNet34_Weights", 512, (224, 224)),
-    "resnet50": ("ResNet50_Weights", 2048, (224, 224)),
-    "vgg16": ("VGG16_Weights", 4096, (224, 224)),
-    "inception_v3": ("Inception_V3_Weights", 2048, (299, 299)),
-    "efficientnet_b0": ("EfficientNet_B0_Weights", 1280, (224, 224)),
+# name: (weights enum name, its file in torch's hub cache, feature dim, input size).
+# The file names are torchvision's (a test checks them): knowing them without
+# importing torchvision lets `auto` decide without it, at the app's start.
+_TORCHVISION = {
+    "resnet18": ("ResNet18_Weights", "resnet18-f37072fd.pth", 512, (224, 224)),
+    "resnet34": ("ResNet34_Weights", "resnet34-b627a593.pth", 512, (224, 224)),
+    "resnet50": ("ResNet50_Weights", "resnet50-0676ba61.pth", 2048, (224, 224)),
+    "vgg16": ("VGG16_Weights", "vgg16-397923af.pth", 4096, (224, 224)),
+    "inception_v3": ("Inception_V3_Weights", "inception_v3_google-0cc3c7bd.pth", 2048, (299, 299)),
+    "efficientnet_b0": ("EfficientNet_B0_Weights", "efficientnet_b0_rwightman-7f5810bc.pth", 1280, (224, 224)),
 }
 
 
@@ -210,8 +214,7 @@ def _weights_enum(name):
 
 
 def _torchvision_file(name) -> Path:
-    url = _weights_enum(name).url
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / _TORCHVISION[name][1]
 
 
 def _download_torchvision_weights(name) -> dict:
@@ -250,10 +253,10 @@ def _torchvision_builder(name):
         if random_weights:
             return _feature_extractor(name, model), "random"
         model.load_state_dict(_download_torchvision_weights(name))
-        return _feature_extractor(name, model), f"torchvision:{os.path.basename(_weights_enum(name).url)}"
+        return _feature_extractor(name, model), f"torchvision:{_TORCHVISION[name][1]}"
     return build
 
 
-for _name, (_enum, _dim, _size) in _TORCHVISION.items():
+for _name, (_enum, _file, _dim, _size) in _TORCHVISION.items():
     register(_name, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=_size, dim=_dim,
              weights_file=lambda n=_name: _torchvision_file(n))(_torchvision_builder(_name))

@@ -36,6 +36,18 @@ class Result:
         return d
 
 
+def embedding_name(backbone: str, head=None) -> str:
+    """What results are labelled with: the backbone, plus the head if any."""
+    return f"{backbone} + {head.name}" if head else backbone
+
+
+def head_mismatch(head, backbone: str, weights: str | None = None) -> str:
+    """Why `head` can't embed features of this backbone (and its weights)."""
+    weights = f" ({weights})" if weights else ""
+    return (f"head {head.name} was trained on {head.backbone} features ({head.config['weights']}), "
+            f"not {backbone}{weights}; use --backbone {head.backbone} (or auto)")
+
+
 class Recommender:
     """Catalogue + backbone (+ optional fine-tuned head) -> index -> search."""
 
@@ -59,16 +71,14 @@ class Recommender:
             name = head.backbone if head is not None and backbone == "auto" else backbone
             backbone = create_backbone(name, device=device, random_weights=random_weights)
         if head is not None and (head.backbone, head.config["weights"]) != (backbone.name, backbone.weights):
-            raise LookalikeError(f"head {head.name} was trained on {head.backbone} features "
-                                 f"({head.config['weights']}), not {backbone.name} ({backbone.weights}); "
-                                 f"use --backbone {head.backbone} (or auto)")
+            raise LookalikeError(head_mismatch(head, backbone.name, backbone.weights))
         if head is not None and head.tail is not None:
             backbone = backbone.with_tail(head.tail, f"tail:{head.fingerprint}")
         return cls(catalogue, backbone, head, cache_dir, index_dir)
 
     @property
     def embedding_name(self) -> str:
-        return f"{self.backbone.name} + {self.head.name}" if self.head else self.backbone.name
+        return embedding_name(self.backbone.name, self.head)
 
     def fingerprints(self) -> dict:
         return {

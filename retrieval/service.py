@@ -17,11 +17,11 @@ from pathlib import Path
 import yaml
 from PIL import Image as PILImage
 
-from .backbones import create_backbone, resolve_backbone
-from .catalogues import load_catalogue
-from .engine import Recommender
+from .backbones import Backbone, create_backbone, resolve_backbone
+from .catalogues import Catalogue, load_catalogue
+from .engine import Recommender, embedding_name, head_mismatch
 from .errors import LookalikeError
-from .heads import load_head
+from .heads import Head, load_head
 from .images import open_image
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,15 @@ def finetune_command(config: CatalogueConfig) -> str:
 
 @dataclass
 class Served:
-    """One catalogue served with one backbone: the pair of recommenders."""
+    """One catalogue served with one backbone. Opening loads the catalogue and
+    the head (what the page needs); the backbone and the pair of recommenders
+    come with `build`, in the background, so the page is up before torchvision
+    and timm are even imported."""
 
     config: CatalogueConfig
     backbone: str
+    catalogue: Catalogue | None = None  # None: unavailable from the start
+    head: Head | None = None
     pretrained: Recommender | None = None
     finetuned: Recommender | None = None
     finetuned_note: str = ""    # why there is no fine-tuned side, and how to make one
@@ -114,22 +119,20 @@ class Served:
     build_started: float | None = None  # time.monotonic() when its build began
 
     @property
-    def catalogue(self):
-        return self.pretrained.catalogue
-
-    @property
     def ready(self) -> bool:
         return self.status == "ready"
 
-    def build(self):
-        """Build or reuse the cached features and both indexes."""
+    def build(self, backbone: Backbone, cache_dir):
+        """Make both recommenders on the (shared) backbone; build or reuse the
+        cached features and both indexes."""
         self.build_started = time.monotonic()
-        self.pretrained.build()
-        if self.finetuned is not None:
+        self.pretrained = Recommender.open(self.catalogue, backbone=backbone, cache_dir=cache_dir).build()
+        if self.head is not None:
             try:
-                self.finetuned.build()
+                self.finetuned = Recommender.open(self.catalogue, backbone=backbone, head=self.head,
+                                                  cache_dir=cache_dir).build()
             except LookalikeError as e:
-                self.finetuned, self.finetuned_note = None, _no_head(self.config, e)
+                self.head, self.finetuned_note = None, _no_head(self.config, e)
         self.status = "ready"
 
     def describe(self) -> dict:
@@ -138,16 +141,16 @@ class Served:
                 "status": self.status,
                 "building_seconds": round(time.monotonic() - self.build_started)
                 if self.status == "building" and self.build_started else None,
-                "items": len(self.catalogue) if self.pretrained else None,
-                "pretrained": self.pretrained.embedding_name if self.pretrained else None,
-                "finetuned": self.finetuned.embedding_name if self.finetuned else None,
+                "items": len(self.catalogue) if self.catalogue else None,
+                "pretrained": self.backbone if self.catalogue else None,
+                "finetuned": embedding_name(self.backbone, self.head) if self.head else None,
                 "finetuned_note": self.finetuned_note}
 
     def validation(self) -> dict | None:
         """The fine-tuning run's metrics.json and curves.png, when there are any."""
-        if self.finetuned is None:
+        if self.head is None:
             return None
-        run_dir = Path(self.finetuned.head.run_dir)
+        run_dir = Path(self.head.run_dir)
         try:
             metrics = json.loads((run_dir / "metrics.json").read_text())
         except (OSError, json.JSONDecodeError) as e:
@@ -189,7 +192,7 @@ class Service:
         self._thumbnails = {}  # (catalogue fingerprint, row) -> data URL: encoded once, not per query
         for config in configs:
             self.served.append(self._open(config))
-        if not any(s.pretrained for s in self.served):
+        if not any(s.catalogue for s in self.served):
             reasons = "; ".join(f"{s.config.name}: {s.status}" for s in self.served) or "none configured"
             raise LookalikeError(f"no catalogue could be loaded ({reasons})")
 
@@ -197,7 +200,7 @@ class Service:
         head, head_note = None, _no_head(config)
         if config.head:
             try:
-                head = load_head(config.head)
+                head, head_note = load_head(config.head), ""
             except LookalikeError as e:
                 head_note = _no_head(config, e)
         name = config.backbone
@@ -209,22 +212,18 @@ class Service:
             key = (config.spec, config.classes, config.per_class)
             if key not in self._catalogues:
                 self._catalogues[key] = load_catalogue(config.spec, config.classes, per_class=config.per_class)
-            catalogue = self._catalogues[key]
-            backbone = self._backbones.get(name) or create_backbone(name, device=self.device)
-            self._backbones[name] = backbone
-            served = Served(config, name, Recommender.open(catalogue, backbone=backbone, cache_dir=self.cache_dir))
         except LookalikeError as e:
             log.warning("catalogue %s unavailable: %s", config.name, e)
             return Served(config, name, status=f"unavailable: {e}")
-        served.finetuned_note = head_note
-        if head is not None:
-            try:
-                served.finetuned = Recommender.open(catalogue, backbone=backbone, head=head,
-                                                    cache_dir=self.cache_dir)
-                served.finetuned_note = ""
-            except LookalikeError as e:
-                served.finetuned_note = _no_head(config, e)
-        return served
+        if head is not None and head.backbone != name:
+            head, head_note = None, _no_head(config, LookalikeError(head_mismatch(head, name)))
+        return Served(config, name, self._catalogues[key], head, finetuned_note=head_note)
+
+    def _backbone(self, name: str) -> Backbone:
+        """One Backbone per name, shared by every catalogue (made on first use)."""
+        if name not in self._backbones:
+            self._backbones[name] = create_backbone(name, device=self.device)
+        return self._backbones[name]
 
     def build_all(self):
         """Build every catalogue's indexes (at start-up, in the background);
@@ -235,7 +234,7 @@ class Service:
             log.info("catalogue %s (%s): building or reusing features and indexes", served.config.name,
                      served.backbone)
             try:
-                served.build()
+                served.build(self._backbone(served.backbone), self.cache_dir)
             except Exception as e:  # a server thread: keep serving the others, say why
                 log.exception("catalogue %s failed to build", served.config.name)
                 served.status = f"unavailable: {type(e).__name__}: {e}"
@@ -266,7 +265,7 @@ class Service:
     def examples(self, catalogue: str, n=8) -> list:
         """Rows of n catalogue items from classes spread over the catalogue."""
         served = self.get(catalogue)
-        if served.pretrained is None:
+        if served.catalogue is None:
             return []
         first = {}
         for row, label in enumerate(served.catalogue.labels):

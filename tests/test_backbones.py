@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from retrieval.backbones import _REGISTRY, fold_batchnorm
+from retrieval.backbones import _REGISTRY, _TORCHVISION, fold_batchnorm
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "efficientnet_b0", "inception_v3"])
@@ -53,3 +53,10 @@ def test_repeated_forward_passes_reuse_memory_instead_of_page_faulting():
     out = subprocess.run([sys.executable, "-c", PAGE_FAULTS_OF_REPEATED_PASSES], cwd=root,
                          capture_output=True, text=True, check=True)
     assert int(out.stdout.split()[-1]) < 1000
+
+
+def test_torchvision_weight_file_names_are_torchvisions():
+    import torchvision.models as models
+
+    for name, (enum, file, _, _) in _TORCHVISION.items():
+        assert Path(getattr(models, enum).IMAGENET1K_V1.url).name == file, name
