@@ -2,10 +2,11 @@
 
 By default glibc serves every allocation above a threshold (128 KB, adapting up
 to 32 MB) with fresh pages from the kernel and returns them on free, so each
-activation map of a CNN forward pass is page-faulted and zeroed anew. On this
-project's CPU machine that was ~29% of feature extraction's CPU time (system
-time); raising the mmap and trim thresholds made a query's backbone pass 1.20x
-and extraction ~1.3x faster (BENCHMARKS.md). Elsewhere (no glibc) a no-op.
+activation map of a CNN forward pass is page-faulted and zeroed anew (~65,600
+page faults per pass of 4 images at 288x384; 29% of a cold `index` run's CPU
+time was system time). Raising the mmap and trim thresholds made a query's
+backbone pass 1.20x and extraction 1.31x faster here (BENCHMARKS.md).
+Elsewhere (no glibc) a no-op.
 """
 
 import ctypes
