@@ -6,7 +6,6 @@ import argparse
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 
 import gradio as gr
@@ -235,9 +234,13 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     demo = build_demo(service)
-    threading.Thread(target=service.build_all, name="build-indexes", daemon=True).start()
     host = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space() else "127.0.0.1")
-    demo.launch(server_name=host, server_port=int(os.environ.get("GRADIO_SERVER_PORT") or 7860))
+    demo.launch(server_name=host, server_port=int(os.environ.get("GRADIO_SERVER_PORT") or 7860),
+                prevent_thread_lock=True)
+    # The page is up; build in the main thread, whose malloc arena reuses the
+    # feature extraction's memory (a thread's arena page-faults it anew: BENCHMARKS.md)
+    service.build_all()
+    demo.block_thread()
     return 0
 
 

@@ -21,6 +21,9 @@ from .fingerprint import digest
 
 log = logging.getLogger(__name__)
 FEATURES_VERSION = 2  # bump when extraction changes in a way fingerprints can't see
+# Images per batch: small batches keep malloc reusing memory (batches of 32
+# page-faulted 8x more system time and extracted 1.18x slower: BENCHMARKS.md)
+BATCH_SIZE = 8
 
 
 def features_fingerprint(catalogue: Catalogue, backbone: Backbone, catalogue_fingerprint=None) -> str:
@@ -28,7 +31,7 @@ def features_fingerprint(catalogue: Catalogue, backbone: Backbone, catalogue_fin
                   backbone.name, backbone.weights, backbone.preprocessing)
 
 
-def catalogue_features(catalogue: Catalogue, backbone: Backbone, cache_root, batch_size=32):
+def catalogue_features(catalogue: Catalogue, backbone: Backbone, cache_root, batch_size=BATCH_SIZE):
     """Return (features float32 (N, 2, dim): each image and its mirror, rows kept).
 
     Images that fail to decode are skipped, counted and logged; they never
@@ -39,7 +42,7 @@ def catalogue_features(catalogue: Catalogue, backbone: Backbone, cache_root, bat
     return arrays["features"], rows
 
 
-def stage_inputs(catalogue: Catalogue, backbone: Backbone, start: int, cache_root, batch_size=32):
+def stage_inputs(catalogue: Catalogue, backbone: Backbone, start: int, cache_root, batch_size=BATCH_SIZE):
     """What a staged backbone's stages [start:] need, for each image and its
     mirror: the input map of stage `start` (float16, (N, 2, C, H, W)) and the
     pooled outputs of the taps before it (float32, (N, 2, P)). Returns
@@ -107,7 +110,7 @@ def _slice_of_source(catalogue: Catalogue, folder):
             np.asarray(rows, dtype=np.int64))
 
 
-def extract(catalogue: Catalogue, backbone: Backbone, run, batch_size=64):
+def extract(catalogue: Catalogue, backbone: Backbone, run, batch_size=BATCH_SIZE):
     """`run` (a batch of preprocessed images -> dict of arrays) over every
     decodable image; returns (arrays, rows, number skipped)."""
     chunks, rows, skipped = [], [], []

@@ -5,9 +5,11 @@ backbone (the mechanics, not the model quality) and a really trained head."""
 import base64
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,9 @@ from retrieval.errors import LookalikeError
 from retrieval.service import CatalogueConfig, Service, load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_startup import free_port, page_answers  # noqa: E402  (how the start-up benchmark waits)
+
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
            "yellow": (230, 220, 30), "cyan": (30, 210, 220), "grey": (128, 128, 128)}
 
@@ -310,3 +315,33 @@ def test_page_is_built_without_importing_torchvision_or_timm(class_folders):
               "print(service.get('shop').status, sorted(m for m in ('torchvision', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[-2] == "building []"
+
+
+def test_python_app_py_serves_a_folder_end_to_end(class_folders, tmp_path):
+    """`python app.py --no-manifest --catalogue DIR` as a user runs it: the page
+    answers, the catalogue is built (in the main thread, after the page is up)
+    and /recommend finds a catalogue image first."""
+    port = free_port()
+    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+                        "LOOKALIKE_CACHE": str(tmp_path / "cache")}
+    server = subprocess.Popen([sys.executable, "app.py", "--no-manifest", "--catalogue", str(class_folders),
+                               "--backbone", "efficientnet_lite0"], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 180
+        while not page_answers(url):
+            assert server.poll() is None, server.stderr.read()
+            assert time.monotonic() < deadline, "the page did not answer"
+            time.sleep(0.2)
+        client = Client(url, verbose=False)
+        while (status := client.predict(api_name="/catalogues")[0])["status"] == "building":
+            assert time.monotonic() < deadline, "the catalogue is still building"
+            time.sleep(0.5)
+        assert status["status"] == "ready" and status["items"] == 12
+        answer = client.predict(handle_file(str(class_folders / "blue" / "blue3.png")), "shop", 4,
+                                api_name="/recommend")
+        assert answer["pretrained"]["results"][0]["id"] == "blue/blue3"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
