@@ -22,7 +22,7 @@ from .fingerprint import digest
 log = logging.getLogger(__name__)
 FEATURES_VERSION = 2  # bump when extraction changes in a way fingerprints can't see
 # Images per batch: small batches keep malloc reusing memory (batches of 32
-# page-faulted 8x more system time and extracted 1.18x slower: BENCHMARKS.md)
+# spent 9x the system time page-faulting and extracted 1.18x slower: BENCHMARKS.md)
 BATCH_SIZE = 8
 
 
