@@ -105,7 +105,7 @@ def finetune_command(config: CatalogueConfig) -> str:
 class Served:
     """One catalogue served with one backbone. Opening loads the catalogue and
     the head (what the page needs); the backbone and the pair of recommenders
-    come with `build`, in the background, so the page is up before torchvision
+    come with `build`, once the page is up: it comes up before torchvision
     and timm are even imported."""
 
     config: CatalogueConfig
@@ -226,7 +226,7 @@ class Service:
         return self._backbones[name]
 
     def build_all(self):
-        """Build every catalogue's indexes (at start-up, in the background);
+        """Build every catalogue's indexes (at start-up, once the page is up);
         one that fails becomes unavailable with its reason."""
         for served in self.served:
             if served.status != "building":
