@@ -324,14 +324,16 @@ def test_python_app_py_serves_a_folder_end_to_end(class_folders, tmp_path):
     port = free_port()
     env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
                         "LOOKALIKE_CACHE": str(tmp_path / "cache")}
-    server = subprocess.Popen([sys.executable, "app.py", "--no-manifest", "--catalogue", str(class_folders),
-                               "--backbone", "efficientnet_lite0"], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "app.log"  # a file, not a pipe: a full pipe would stall the server
+    with log.open("w") as stderr:
+        server = subprocess.Popen([sys.executable, "app.py", "--no-manifest", "--catalogue", str(class_folders),
+                                   "--backbone", "efficientnet_lite0"], cwd=ROOT, env=env,
+                                  stdout=subprocess.DEVNULL, stderr=stderr)
     url = f"http://127.0.0.1:{port}/"
     try:
         deadline = time.monotonic() + 180
         while not page_answers(url):
-            assert server.poll() is None, server.stderr.read()
+            assert server.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the page did not answer"
             time.sleep(0.2)
         client = Client(url, verbose=False)
