@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from gradio_client import Client
@@ -38,33 +39,37 @@ def page_answers(url: str) -> bool:
         return False
 
 
-def one_start(app_args, timeout: float) -> dict:
-    """Start app.py, time page-up and all-ready, stop it."""
+@contextmanager
+def running_app(app_args, timeout: float, env=None, stderr=subprocess.DEVNULL):
+    """Start app.py on a free port; once its page answers and no catalogue is
+    building any more, yield (client, timings: page_up_s, all_ready_s, seconds
+    from launch); stop it on leaving. `stderr`: where its log goes (a file, not
+    an unread pipe, which would stall it once full)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
+    env = (env or os.environ) | {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1"}
     started = time.perf_counter()
     app = subprocess.Popen([sys.executable, "app.py", *app_args], cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           stdout=subprocess.DEVNULL, stderr=stderr)
     try:
         while not page_answers(url):
             if app.poll() is not None:
-                raise SystemExit(f"app.py exited with {app.returncode} before its page answered")
+                raise RuntimeError(f"app.py exited with {app.returncode} before its page answered")
             if time.perf_counter() - started > timeout:
-                raise SystemExit(f"the page did not answer within {timeout:.0f} s")
+                raise RuntimeError(f"the page did not answer within {timeout:.0f} s")
             time.sleep(0.1)
         page_up = time.perf_counter() - started
         client = Client(url, verbose=False)
         while any(c["status"] == "building" for c in client.predict(api_name="/catalogues")):
             waited = time.perf_counter() - started
             if waited > timeout:
-                raise SystemExit(f"catalogues still building after {timeout:.0f} s")
+                raise RuntimeError(f"catalogues still building after {timeout:.0f} s")
             # each poll costs the app some CPU: poll rarely once it is clearly a cold start
             time.sleep(0.2 if waited < 60 else 2.0)
-        return {"page_up_s": page_up, "all_ready_s": time.perf_counter() - started}
+        yield client, {"page_up_s": page_up, "all_ready_s": time.perf_counter() - started}
     finally:
         app.terminate()
-        app.wait()
+        app.wait(timeout=30)
 
 
 def main(argv=None) -> int:
@@ -75,7 +80,12 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     runs = []
     for i in range(args.runs):
-        runs.append(one_start(args.app_args, args.timeout))
+        try:
+            with running_app(args.app_args, args.timeout) as (_, timings):
+                runs.append(timings)
+        except RuntimeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         print(f"run {i + 1}: page up {runs[-1]['page_up_s']:.1f} s, all ready {runs[-1]['all_ready_s']:.1f} s",
               flush=True)
     for key in ("page_up_s", "all_ready_s"):

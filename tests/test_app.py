@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +29,7 @@ from retrieval.service import CatalogueConfig, Service, load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-from bench_startup import free_port, page_answers  # noqa: E402  (how the start-up benchmark waits)
+from bench_startup import running_app  # noqa: E402  (how the start-up benchmark starts the app)
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
            "yellow": (230, 220, 30), "cyan": (30, 210, 220), "grey": (128, 128, 128)}
@@ -321,29 +320,16 @@ def test_python_app_py_serves_a_folder_end_to_end(class_folders, tmp_path):
     """`python app.py --no-manifest --catalogue DIR` as a user runs it: the page
     answers, the catalogue is built (in the main thread, after the page is up)
     and /recommend finds a catalogue image first."""
-    port = free_port()
-    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-                        "LOOKALIKE_CACHE": str(tmp_path / "cache")}
-    log = tmp_path / "app.log"  # a file, not a pipe: a full pipe would stall the server
+    log = tmp_path / "app.log"
+    args = ["--no-manifest", "--catalogue", str(class_folders), "--backbone", "efficientnet_lite0"]
     with log.open("w") as stderr:
-        server = subprocess.Popen([sys.executable, "app.py", "--no-manifest", "--catalogue", str(class_folders),
-                                   "--backbone", "efficientnet_lite0"], cwd=ROOT, env=env,
-                                  stdout=subprocess.DEVNULL, stderr=stderr)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 180
-        while not page_answers(url):
-            assert server.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the page did not answer"
-            time.sleep(0.2)
-        client = Client(url, verbose=False)
-        while (status := client.predict(api_name="/catalogues")[0])["status"] == "building":
-            assert time.monotonic() < deadline, "the catalogue is still building"
-            time.sleep(0.5)
-        assert status["status"] == "ready" and status["items"] == 12
-        answer = client.predict(handle_file(str(class_folders / "blue" / "blue3.png")), "shop", 4,
-                                api_name="/recommend")
-        assert answer["pretrained"]["results"][0]["id"] == "blue/blue3"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+        try:
+            with running_app(args, 180, os.environ | {"LOOKALIKE_CACHE": str(tmp_path / "cache")},
+                             stderr) as (client, _):
+                status = client.predict(api_name="/catalogues")[0]
+                assert status["status"] == "ready" and status["items"] == 12
+                answer = client.predict(handle_file(str(class_folders / "blue" / "blue3.png")), "shop", 4,
+                                        api_name="/recommend")
+        except RuntimeError as e:
+            pytest.fail(f"{e}\n{log.read_text()}")
+    assert answer["pretrained"]["results"][0]["id"] == "blue/blue3"
