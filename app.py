@@ -1,6 +1,6 @@
 """`python app.py`: the Lookalike Gradio demo. It only wires the UI to
 retrieval.service, which serves the catalogues of spaces.yaml (plus any given
-with --catalogue) with their pretrained and fine-tuned embeddings."""
+with --catalogue) and answers queries with render-ready records."""
 
 import argparse
 import logging
@@ -9,20 +9,61 @@ import sys
 from pathlib import Path
 
 import gradio as gr
+from gradio.utils import get_upload_folder, is_in_or_equal
 
+from retrieval.allocator import keep_freed_memory
 from retrieval.errors import LookalikeError
 from retrieval.evaluate import metrics_table
-from retrieval.service import MAX_K, CatalogueConfig, Service, load_manifest, on_space
+from retrieval.images import MAX_BYTES
+from retrieval.manifest import CatalogueConfig, load_manifest, on_space
+from retrieval.service import MAX_K, Service
 
+log = logging.getLogger("lookalike.app")
 ROOT = Path(__file__).resolve().parent
+# Uploads (and gradio's copies of result files) older than UPLOAD_MAX_AGE
+# seconds are deleted every UPLOAD_SWEEP seconds: a query is answered in well
+# under a second, so nothing a client still needs is lost, and the disk does
+# not fill with every image anyone ever searched with.
+UPLOAD_SWEEP, UPLOAD_MAX_AGE = 60, 300
 SIDE_TITLES = {"pretrained": "Pretrained", "finetuned": "Fine-tuned"}
+NOT_UPLOADED = "the image must be uploaded with the request (gradio_client's handle_file); server paths are refused"
+# Result captions wrap instead of being cut off, and galleries grow to show
+# every result instead of scrolling with a half-hidden last row.
+CSS = """
+.results .caption-label { white-space: normal !important; max-width: 100% !important; line-height: 1.2; }
+"""
 
 
-def caption(result, query_label) -> str:
-    """Similarity, then class name (long names get cut off at the end); ✓ when
-    it shares the query's class."""
-    mark = "✓ " if query_label is not None and result.label == query_label else ""
-    return f"{result.score:.3f} · {mark}{result.label}"
+def caption(match) -> str:
+    """Similarity, then class name; ✓ when it shares the query's class."""
+    return f"{match.score:.3f} · {'✓ ' if match.same_class else ''}{match.label}"
+
+
+def side_label(title: str, side) -> str:
+    label = f"{title} {side.embedding}" if side.embedding else f"{title}: none"
+    if side.same_class is not None:
+        label += f" · {side.same_class}/{len(side.results)} share the query's class"
+    return label
+
+
+def uploaded(file) -> bytes:
+    """The bytes of a file the client uploaded with this request. Anything
+    else (a server path, a file outside gradio's upload folder) is refused
+    with one message whether or not it exists, so callers can't probe the
+    server's file system."""
+    path = file.get("path") if isinstance(file, dict) else file
+    if not isinstance(path, str) or not is_in_or_equal(path, get_upload_folder()) or not os.path.isfile(path):
+        raise LookalikeError(NOT_UPLOADED)
+    if os.path.getsize(path) > MAX_BYTES:
+        raise LookalikeError(f"the image is larger than {MAX_BYTES // 1_000_000} MB")
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def refused(error: LookalikeError) -> gr.Error:
+    """The client gets the message; the log gets one line, not a traceback."""
+    log.info("refused: %s", error)
+    return gr.Error(str(error), print_exception=False)
 
 
 def status_markdown(service: Service) -> str:
@@ -57,43 +98,37 @@ def metrics_markdown(name: str, backbone: str, validation: dict | None, note: st
 
 
 def build_demo(service: Service) -> gr.Blocks:
-    names = [n for n in service.names() if any(s.catalogue for s in service.served if s.config.name == n)]
+    names = service.names(loaded_only=True)
     first = names[0]
 
     def examples_for(catalogue):
-        served = service.get(catalogue)
-        rows = service.examples(catalogue)
-        return [(served.catalogue.image(r), served.catalogue.label_names[served.catalogue.labels[r]])
-                for r in rows], rows
+        examples = service.examples(catalogue)
+        return [(str(e.thumbnail), e.label) for e in examples], [e.row for e in examples]
 
     def search(image, catalogue, backbone, k, item):
         """Both galleries for a query; `item` = (catalogue, row) when the query
-        is a catalogue item (its class is known)."""
+        is a catalogue item (shown apart, left out of the results)."""
         query_row = item[1] if item and item[0] == catalogue else None
         if image is None and query_row is None:
             return gr.Gallery(value=None), gr.Gallery(value=None), "", {}
         try:
-            answer = service.answer(image, catalogue, int(k), backbone or None, query_row)
+            source = None if query_row is not None else uploaded(image)
+            answer = service.answer(source, catalogue, int(k), backbone or None, query_row)
         except LookalikeError as e:
-            raise gr.Error(str(e)) from e
-        served, outputs, shown = answer.served, [], {"catalogue": catalogue}
+            raise refused(e) from e
+        outputs, shown = [], {"catalogue": catalogue}
         for side, title in SIDE_TITLES.items():
-            rec = getattr(served, side)
-            results = answer.results.get(side, [])
-            label = f"{title} {rec.embedding_name}" if rec else f"{title}: none"
-            if answer.hits(side) is not None:
-                label += f" · {answer.hits(side)}/{len(results)} share the query's class ({answer.query_label})"
-            outputs.append(gr.Gallery(value=[(served.catalogue.image(r.row), caption(r, answer.query_label))
-                                             for r in results], label=label))
-            shown[side] = [r.row for r in results]
-        note = "" if served.finetuned else served.finetuned_note
-        return *outputs, note, shown
+            results = answer.sides[side].results
+            outputs.append(gr.Gallery(value=[(str(m.thumbnail), caption(m)) for m in results],
+                                      label=side_label(title, answer.sides[side])))
+            shown[side] = [m.row for m in results]
+        return *outputs, answer.sides["finetuned"].note or "", shown
 
     def search_item(catalogue, backbone, k, item):
-        served = service.get(catalogue, backbone or None)
-        return (served.catalogue.image(item[1]), item, *search(None, catalogue, backbone, k, item))
+        query = str(service.thumbnail(catalogue, item[1]))
+        return (query, item, *search(None, catalogue, backbone, k, item))
 
-    with gr.Blocks(title="Lookalike") as demo:
+    with gr.Blocks(title="Lookalike", delete_cache=(UPLOAD_SWEEP, UPLOAD_MAX_AGE)) as demo:
         gr.Markdown("# Lookalike\nGive it a picture; it recommends the catalogue items that look most alike, "
                     "with the pretrained and the fine-tuned embedding side by side.")
         status = gr.Markdown(status_markdown(service))
@@ -117,11 +152,12 @@ def build_demo(service: Service) -> gr.Blocks:
                                           columns=3, allow_preview=False, elem_id="examples")
                 with gr.Column(scale=3):
                     with gr.Row():
-                        pretrained = gr.Gallery(label=SIDE_TITLES["pretrained"], columns=3,
-                                                allow_preview=False, elem_id="pretrained")
+                        pretrained = gr.Gallery(label=SIDE_TITLES["pretrained"], columns=3, height="auto",
+                                                allow_preview=False, elem_id="pretrained", elem_classes="results")
                         with gr.Column():
-                            finetuned = gr.Gallery(label=SIDE_TITLES["finetuned"], columns=3,
-                                                   allow_preview=False, elem_id="finetuned")
+                            finetuned = gr.Gallery(label=SIDE_TITLES["finetuned"], columns=3, height="auto",
+                                                   allow_preview=False, elem_id="finetuned",
+                                                   elem_classes="results")
                             note = gr.Markdown(elem_id="finetuned-note")
         with gr.Tab("Metrics"):
             gr.Markdown("Validation retrieval metrics of each catalogue's fine-tuning run "
@@ -139,6 +175,7 @@ def build_demo(service: Service) -> gr.Blocks:
         results = [pretrained, finetuned, note, shown]
         query = [catalogue, backbone, k]
         private = {"api_visibility": "private"}
+
         def refresh():
             return status_markdown(service), gr.Timer(active=service.building)
 
@@ -173,13 +210,13 @@ def build_demo(service: Service) -> gr.Blocks:
                 search_item, [*query, item], [image, item, *results], **private)
 
         def recommend(image: gr.FileData, catalogue: str, k: int = 10, backbone: str = "") -> dict:
-            """Recommendations of both embeddings for an image: {catalogue, backbone, k, query,
-            pretrained: {embedding, results: [{rank, id, label, score, image (data URL)}], ...},
-            finetuned: {...}} (fine-tuned `note` says how to make a missing head)."""
+            """Recommendations of both embeddings for an uploaded image: {catalogue, backbone, k, query,
+            pretrained: {embedding, results: [{rank, id, label, score, image (data URL), same_class}],
+            same_class, note}, finetuned: {...}} (the fine-tuned `note` says how to make a missing head)."""
             try:
-                return service.recommend(image["path"], catalogue, k, backbone or None)
+                return service.recommend(uploaded(image), catalogue, k, backbone or None)
             except LookalikeError as e:
-                raise gr.Error(str(e)) from e
+                raise refused(e) from e
 
         def catalogues() -> list:
             """Every configured catalogue with its status ("ready", "building",
@@ -189,6 +226,12 @@ def build_demo(service: Service) -> gr.Blocks:
         gr.api(recommend, api_name="recommend")
         gr.api(catalogues, api_name="catalogues")
     return demo
+
+
+def launch_options(service: Service) -> dict:
+    """What `demo.launch` needs besides the address: the thumbnails' folder
+    may be served, and uploads are capped at the size a query accepts."""
+    return {"allowed_paths": [str(service.thumbnails.folder)], "max_file_size": MAX_BYTES, "css": CSS}
 
 
 class _AddCatalogue(argparse.Action):
@@ -226,6 +269,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own start-up requests
+    keep_freed_memory()  # a CNN's activations reuse memory instead of page-faulting it anew
     try:
         configs = [] if args.no_manifest else load_manifest(args.manifest)
         configs += [CatalogueConfig(backbone=args.backbone, per_class=args.per_class, **c) for c in args.extra]
@@ -236,7 +280,7 @@ def main(argv=None) -> int:
     demo = build_demo(service)
     host = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space() else "127.0.0.1")
     demo.launch(server_name=host, server_port=int(os.environ.get("GRADIO_SERVER_PORT") or 7860),
-                prevent_thread_lock=True)
+                prevent_thread_lock=True, **launch_options(service))
     # The page is up; build in the main thread, whose malloc arena reuses the
     # feature extraction's memory (a thread's arena page-faults it anew: BENCHMARKS.md)
     service.build_all()

@@ -7,7 +7,8 @@ import logging
 import sys
 from dataclasses import asdict, fields
 
-from retrieval.backbones import available_backbones, default_device
+from retrieval.allocator import keep_freed_memory
+from retrieval.backbones import available_backbones, backbone_spec, default_device
 from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
 from retrieval.evaluate import METRIC_KEYS, METRIC_TITLES
@@ -16,7 +17,7 @@ from retrieval.stages import StagedNet
 
 from .hub import push_run
 from .inputs import FrozenFeatures, StageInputs
-from .losses import LOSSES
+from .losses import LOSSES, describe_losses
 from .run_dir import check_output, save_run
 from .train import TrainConfig, train_head
 from .whitening import KINDS
@@ -34,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", default="auto", help="auto (default), " + ", ".join(available_backbones()))
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument("--loss", default=d.loss, choices=[*LOSSES, "none"],
-                   help=f"metric-learning loss (default {d.loss}); contrastive is the Siamese pair loss, "
-                        "triplet the triplet loss; none fits the whitening only")
+                   help=f"metric-learning loss (default {d.loss}; none fits the whitening only): "
+                        + describe_losses())
     p.add_argument("--unfreeze", type=int, default=0, metavar="N",
                    help="also train the backbone's last N stages (efficientnet_lite0: 9 stages, resnets: 5), "
                         "from their cached inputs; slow on a CPU, quick on a GPU (default 0: frozen)")
@@ -61,8 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    keep_freed_memory()  # a CNN's activations reuse memory instead of page-faulting it anew
     try:
         return run(args)
     except LookalikeError as e:
@@ -70,26 +74,35 @@ def main(argv=None) -> int:
         return 2
 
 
+def check_arguments(parser, args):
+    """Mistakes a user can make on the command line, reported before any model loads."""
+    positive = ("epochs", "batch_size", "images_per_class", "patience")
+    for name in positive:
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.unfreeze < 0 or args.projection_dim < 0 or args.whitening_dim < 0:
+        parser.error("--unfreeze, --projection-dim and --whitening-dim can't be negative")
+    if args.backbone != "auto":
+        try:
+            backbone_spec(args.backbone)
+        except LookalikeError as e:
+            parser.error(str(e))
+
+
 def run(args) -> int:
     output = check_output(args.output, args.overwrite)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     device = default_device(args.device)
-    rec = Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes,
-                           cache_dir=args.cache_dir, device=args.device, per_class=args.per_class)
-    inputs, rows, tail_start = training_inputs(rec, args.unfreeze)
+    rec = Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes, per_class=args.per_class,
+                           cache_dir=args.cache_dir, device=args.device)
+    inputs, rows = training_inputs(rec, args.unfreeze)
     catalogue = rec.catalogue
     labels = [catalogue.labels[r] for r in rows]
     names = catalogue.label_names
     result = train_head(inputs, labels, config, device, names)
-    head = result.head
-    run_config = dict(
-        asdict(config), name=output.name, catalogue=args.catalogue, classes=args.classes, per_class=args.per_class,
-        catalogue_fingerprint=catalogue.fingerprint, features_fingerprint=rec.fingerprints()["features_fingerprint"],
-        backbone=rec.backbone.name, weights=rec.backbone.weights, preprocessing=rec.backbone.preprocessing,
-        unfreeze=args.unfreeze, tail_start=tail_start, in_dim=inputs.dim,
-        projection_dim=head.projection.out_features if head.projection else 0,
-        whitening_dim=len(head.whitening), best_epoch=result.best["epoch"], device=str(device))
-    save_run(output, result, run_config, names)
+    training = dict(asdict(config), catalogue=args.catalogue, classes=args.classes, per_class=args.per_class,
+                    unfreeze=args.unfreeze, device=str(device), **rec.fingerprints())
+    save_run(output, result, rec.embedder.backbone, training, names, rec.embedder.views)
     print(report(result, output))
     if args.push_to_hub:
         print(f"pushed to {push_run(output, args.push_to_hub)}")
@@ -97,22 +110,22 @@ def run(args) -> int:
 
 
 def training_inputs(rec: Recommender, unfreeze: int):
-    """(inputs for train_head, catalogue rows, first unfrozen stage or None):
-    cached features, or with --unfreeze N the cached inputs of the last N stages."""
+    """(inputs for train_head, catalogue rows): cached features, or with
+    --unfreeze N the cached inputs of the last N stages."""
     if unfreeze == 0:
         features, rows = rec.features()
-        return FrozenFeatures(features), rows, None
-    model = rec.backbone.model
-    if not isinstance(model, StagedNet):
+        return FrozenFeatures(features), rows
+    backbone = rec.embedder.backbone
+    if not isinstance(backbone.model, StagedNet):
         raise LookalikeError(f"--unfreeze needs a backbone made of stages (efficientnet_lite0 or a resnet), "
-                             f"not {rec.backbone.name}")
-    if not 0 < unfreeze < len(model.stages):
-        raise LookalikeError(f"--unfreeze must be 0..{len(model.stages) - 1} for {rec.backbone.name}, "
-                             f"not {unfreeze}")
-    start = len(model.stages) - unfreeze
-    maps, pooled, rows = stage_inputs(rec.catalogue, rec.backbone, start, rec.cache_dir)
-    tail = copy.deepcopy(model.tail(start)).float().requires_grad_(True)
-    return StageInputs(maps, pooled, tail), rows, start
+                             f"not {backbone.name}")
+    n_stages = len(backbone.model.stages)
+    if not 0 < unfreeze < n_stages:
+        raise LookalikeError(f"--unfreeze must be 0..{n_stages - 1} for {backbone.name}, not {unfreeze}")
+    start = n_stages - unfreeze
+    maps, pooled, rows = stage_inputs(rec.catalogue, rec.embedder, start, rec.cache_dir)
+    tail = copy.deepcopy(backbone.model.tail(start)).float().requires_grad_(True)
+    return StageInputs(maps, pooled, tail), rows
 
 
 def report(result, output) -> str:

@@ -1,8 +1,8 @@
-"""What the head trains on. By default, cached pooled backbone features (the
-backbone stays frozen, so an epoch takes a second). With `--unfreeze N`, the
-cached inputs of the backbone's last N stages, run through trainable copies of
-those stages: real fine-tuning of part of the network, with no image decoded
-or early stage run twice."""
+"""What the head trains on. By default, cached pooled backbone features of
+each image's views (the backbone stays frozen, so an epoch takes a second).
+With `--unfreeze N`, the cached inputs of the backbone's last N stages, run
+through trainable copies of those stages: real fine-tuning of part of the
+network, with no image decoded or early stage run twice."""
 
 from functools import cached_property
 
@@ -13,7 +13,7 @@ from retrieval.stages import StagedTail
 
 
 class FrozenFeatures:
-    """Pooled features (N, 2 views, dim) of a frozen backbone."""
+    """Pooled features (N, V views, dim) of a frozen backbone."""
 
     tail = None
 
@@ -24,21 +24,29 @@ class FrozenFeatures:
     def dim(self) -> int:
         return self.views.shape[2]
 
+    @property
+    def n_views(self) -> int:
+        return self.views.shape[1]
+
     def batch(self, rows, view, device) -> torch.Tensor:
         """Features of one view per row (for a training step)."""
         return self.views[rows, view].to(device)
 
     def all_views(self, rows, device) -> torch.Tensor:
-        """Features of both views of `rows`, (len, 2, dim), on the CPU."""
+        """Features of every view of `rows`, (len, V, dim), on the CPU."""
         return self.views[rows]
 
 
 class StageInputs:
     """Input maps of the backbone's stages [tail.start:] and the taps pooled
-    before them (N, 2 views, ...), run through the trainable `tail`."""
+    before them (N, V views, ...), run through the trainable `tail`."""
 
     def __init__(self, maps: np.ndarray, pooled: np.ndarray, tail: StagedTail, chunk: int = 64):
         self.maps, self.pooled, self.tail, self.chunk = maps, torch.as_tensor(pooled), tail, chunk
+
+    @property
+    def n_views(self) -> int:
+        return self.maps.shape[1]
 
     @cached_property
     def dim(self) -> int:
@@ -63,6 +71,6 @@ class StageInputs:
         out = []
         for start in range(0, len(rows), self.chunk):
             chunk = rows[start:start + self.chunk]
-            both = torch.stack([self._run(chunk, torch.full_like(chunk, v), device) for v in (0, 1)], dim=1)
-            out.append(both.float().cpu())
+            views = [self._run(chunk, torch.full_like(chunk, v), device) for v in range(self.n_views)]
+            out.append(torch.stack(views, dim=1).float().cpu())
         return torch.cat(out)

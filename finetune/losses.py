@@ -13,7 +13,7 @@ from retrieval.errors import LookalikeError
 class LossEntry:
     build: Callable          # (n_classes, dim) -> loss module
     miner: Callable | None   # () -> miner module
-    about: str
+    about: str               # shown by `python -m finetune --help`
 
 
 LOSSES = {
@@ -21,7 +21,7 @@ LOSSES = {
                         "supervised contrastive, temperature 0.1 (default: best on class-disjoint validation)"),
     "contrastive": LossEntry(lambda n, d: losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0),
                              lambda: miners.MultiSimilarityMiner(epsilon=0.1),
-                             "Siamese pairs: pull same-class pairs together, push others beyond a margin"),
+                             "the Siamese pair loss: same-class pairs pulled together, others pushed apart"),
     "triplet": LossEntry(lambda n, d: losses.TripletMarginLoss(margin=0.2),
                          lambda: miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard"),
                          "triplets (anchor, positive, negative), margin 0.2, semi-hard mining"),
@@ -29,8 +29,12 @@ LOSSES = {
                                   lambda: miners.MultiSimilarityMiner(epsilon=0.1),
                                   "multi-similarity loss and miner"),
     "proxy-anchor": LossEntry(lambda n, d: losses.ProxyAnchorLoss(n, d, margin=0.1, alpha=32), None,
-                              "one learned proxy per class (proxies train 10x faster)"),
+                              "one learned proxy per class"),
 }
+
+
+def describe_losses() -> str:
+    return "; ".join(f"{name}: {entry.about}" for name, entry in LOSSES.items())
 
 
 def create_loss(name: str, n_classes: int, dim: int):

@@ -12,10 +12,15 @@ import torch
 from retrieval.errors import LookalikeError
 
 KINDS = ("learned", "pca", "none")
+# Shrinkage of each covariance toward a scaled identity (a fraction of its
+# trace). The within-class covariance of a few images per class is far from
+# full rank and needs much: 0.5 is the recipe the research measured
+# ("LW", docs/finetune-research.md). The total covariance PCA whitens is
+# estimated from every image and only needs keeping invertible: 0.1.
+WITHIN_CLASS_SHRINK, PCA_SHRINK = 0.5, 0.1
 
 
-def fit_whitening(features: torch.Tensor, labels: torch.Tensor, dim: int, kind: str = "learned",
-                  shrink: float = 0.5):
+def fit_whitening(features: torch.Tensor, labels: torch.Tensor, dim: int, kind: str = "learned"):
     """Return (mean (D,), projection (dim, D)) so that x -> (x - mean) @ projection.T."""
     if kind not in KINDS or kind == "none":
         raise LookalikeError(f"unknown whitening {kind!r}; choose learned or pca")
@@ -26,14 +31,14 @@ def fit_whitening(features: torch.Tensor, labels: torch.Tensor, dim: int, kind: 
     mean = x.mean(0)
     if kind == "pca":
         centred = x - mean
-        values, vectors = _top_eigen(_shrunk(centred.T @ centred / (len(x) - 1), 0.1), dim)
+        values, vectors = _top_eigen(_shrunk(centred.T @ centred / (len(x) - 1), PCA_SHRINK), dim)
         return _tensors(mean, (vectors / np.sqrt(np.maximum(values, 1e-9))).T)
     classes, index = np.unique(np.asarray(labels), return_inverse=True)
     class_means = np.zeros((len(classes), x.shape[1]))
     np.add.at(class_means, index, x)
     class_means /= np.bincount(index, minlength=len(classes))[:, None]
     within = x - class_means[index]
-    values, vectors = np.linalg.eigh(_shrunk(within.T @ within / len(x), shrink))
+    values, vectors = np.linalg.eigh(_shrunk(within.T @ within / len(x), WITHIN_CLASS_SHRINK))
     inverse_sqrt = (vectors / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
     whitened = (x - mean) @ inverse_sqrt
     _, pcs = _top_eigen(whitened.T @ whitened / len(x), dim)

@@ -1,6 +1,3 @@
-"""Lookalike retrieval: catalogues, backbones, cached embeddings, Annoy index, search, evaluation."""
-
-from .engine import Recommender, Result
-from .errors import LookalikeError
-
-__all__ = ["Recommender", "Result", "LookalikeError"]
+"""Lookalike retrieval: catalogues, backbones, embedders, cached features,
+Annoy index, search, evaluation. Import the modules you need (importing this
+package alone loads no model library)."""

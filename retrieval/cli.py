@@ -1,17 +1,23 @@
-"""`python -m retrieval index|search|evaluate|deploy`: thin wrappers over the engine."""
+"""`python -m retrieval index|search|evaluate|deploy`: thin wrappers over the engine.
+
+Whatever libraries print while models load (torch.hub's "Downloading: ..."
+line, for one) goes to stderr: stdout carries only the command's answer, so
+`search --json` pipes into a JSON parser."""
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
 import time
+from pathlib import Path
 
+from .allocator import keep_freed_memory
 from .atomic import write_json
-from .backbones import available_backbones
-from .deploy import deploy
-from .engine import Recommender
+from .backbones import available_backbones, backbone_spec
 from .errors import LookalikeError
 from .evaluate import METRIC_KEYS, retrieval_metrics
+from .service import MAX_K
 
 
 def _common(p: argparse.ArgumentParser):
@@ -39,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("search", help="recommend catalogue items that look like an image")
     _common(p)
     p.add_argument("--image", required=True, help="query image file")
-    p.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+    p.add_argument("--k", type=int, default=5, help=f"number of results, 1 to {MAX_K} (default 5)")
     p.add_argument("--exact", action="store_true", help="exact brute-force search instead of Annoy")
     p.add_argument("--index", help="index folder built by `index --index` (refused if built for other data)")
     p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, label, score}")
@@ -53,65 +59,87 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_arguments(parser, args):
+    """Mistakes a user can make on the command line, reported before any model loads."""
+    if getattr(args, "backbone", "auto") != "auto":
+        try:
+            backbone_spec(args.backbone)
+        except LookalikeError as e:
+            parser.error(str(e))
+    if getattr(args, "per_class", None) is not None and args.per_class < 1:
+        parser.error("--per-class must be at least 1")
+    if args.command == "search":
+        if not 1 <= args.k <= MAX_K:
+            parser.error(f"--k must be from 1 to {MAX_K}, not {args.k}")
+        if not Path(args.image).is_file():
+            parser.error(f"--image {args.image}: no such file")
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_arguments(parser, args)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    keep_freed_memory()  # a CNN's activations reuse memory instead of page-faulting it anew
+    answer = sys.stdout
     try:
-        return COMMANDS[args.command](args)
+        with contextlib.redirect_stdout(sys.stderr):  # libraries' chatter; the answer goes to `answer`
+            return COMMANDS[args.command](args, answer)
     except LookalikeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-def _recommender(args) -> Recommender:
+def _recommender(args):
+    from .engine import Recommender  # here: `--help` and argument errors need no torch
+
     return Recommender.open(args.catalogue, backbone=args.backbone, head=args.head, classes=args.classes,
-                            cache_dir=args.cache_dir, device=args.device,
-                            index_dir=getattr(args, "index", None), per_class=args.per_class)
+                            per_class=args.per_class, cache_dir=args.cache_dir, device=args.device,
+                            index_dir=getattr(args, "index", None))
 
 
-def cmd_index(args) -> int:
+def cmd_index(args, out) -> int:
     started = time.perf_counter()
     rec = _recommender(args).build(rebuild=args.rebuild)
     m = rec.index.meta
     print(f"index: {m['n_items']} items from {args.catalogue} with {rec.embedding_name} "
           f"({m['n_trees']} trees, search_k {m['search_k']}, recall@10 vs exact {m['recall_at_10']:.3f}) "
-          f"in {time.perf_counter() - started:.1f}s -> {rec.index.folder}")
+          f"in {time.perf_counter() - started:.1f}s -> {rec.index.folder}", file=out)
     return 0
 
 
-def cmd_search(args) -> int:
+def cmd_search(args, out) -> int:
     rec = _recommender(args)
-    if args.index:
-        rec.build()
-        if rec.index is None:
-            raise LookalikeError(f"no index in {args.index}; build it with `python -m retrieval index --index`")
-    results = rec.search(args.image, k=args.k, exact=args.exact)
+    results = rec.build().search(args.image, k=args.k, exact=args.exact)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2))
+        print(json.dumps([r.to_dict() for r in results], indent=2), file=out)
     else:
         width = max(len(r.id) for r in results)
         for r in results:
-            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:6.3f}  {r.label}")
+            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:6.3f}  {r.label}", file=out)
     return 0
 
 
-def cmd_evaluate(args) -> int:
+def cmd_evaluate(args, out) -> int:
     rec = _recommender(args)
     embeddings, rows = rec.catalogue_embeddings()
     labels = [rec.catalogue.labels[r] for r in rows]
     metrics = retrieval_metrics(embeddings, labels)
-    metrics.update(backbone=rec.backbone.name, head=rec.head.name if rec.head else None,
+    metrics.update(embedding=rec.embedding_name, backbone=rec.embedder.backbone.name,
+                   head=rec.embedder.head.name if rec.embedder.head else None,
                    catalogue=args.catalogue, classes=args.classes)
     for key in METRIC_KEYS:
-        print(f"{key:<14} {metrics[key]:.4f}")
-    print(f"{'images':<14} {metrics['n_images']} in {metrics['n_classes']} classes, {rec.embedding_name}")
+        print(f"{key:<14} {metrics[key]:.4f}", file=out)
+    print(f"{'images':<14} {metrics['n_images']} in {metrics['n_classes']} classes, {rec.embedding_name}", file=out)
     if args.json_out:
         write_json(args.json_out, metrics)
     return 0
 
 
-def cmd_deploy(args) -> int:
-    print(f"deployed to {deploy(args.space)}")
+def cmd_deploy(args, out) -> int:
+    from .deploy import deploy
+
+    print(f"deployed to {deploy(args.space)}", file=out)
     return 0
 
 

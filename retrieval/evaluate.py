@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .errors import LookalikeError
+
 RECALL_KS = (1, 2, 4, 8)
 METRIC_KEYS = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "map_at_r")  # what every report shows, in order
 METRIC_TITLES = ("R@1", "R@2", "R@4", "R@8", "MAP@R")
@@ -20,7 +22,8 @@ def metrics_table(rows) -> str:
 
 
 def retrieval_metrics(embeddings: np.ndarray, labels, chunk=1024, progress=True) -> dict:
-    """R@1/2/4/8, MAP@R and precision@1 (fractions) over L2-normalised embeddings.
+    """R@1/2/4/8 and MAP@R (fractions) over L2-normalised embeddings (in this
+    protocol precision@1 is R@1).
 
     Images whose class has no other image are not queries (R = 0), as in
     pytorch-metric-learning's AccuracyCalculator.
@@ -52,9 +55,9 @@ def retrieval_metrics(embeddings: np.ndarray, labels, chunk=1024, progress=True)
         ap_sum += float(ap[valid].sum())
         n_queries += int(valid.sum())
     if n_queries == 0:
-        raise ValueError("no class has two or more images: nothing to evaluate")
+        raise LookalikeError("no class has two or more images, so no image has another of its class to "
+                             "find: nothing to evaluate")
     metrics = {f"recall_at_{k}": recall_hits[k] / n_queries for k in RECALL_KS}
-    metrics["precision_at_1"] = metrics["recall_at_1"]
     metrics["map_at_r"] = ap_sum / n_queries
     metrics["n_images"] = n
     metrics["n_classes"] = int(len(counts))

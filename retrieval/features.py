@@ -1,9 +1,9 @@
 """Backbone outputs of a catalogue, extracted in batches with a progress bar
-and cached under a fingerprint of (catalogue content, backbone weights,
-preprocessing): a second run with the same inputs only reads the cache.
+and cached under a fingerprint of (catalogue content, embedder features
+fingerprint): a second run with the same inputs only reads the cache.
 
-Two kinds: pooled features (what the index and the heads use) and the inputs
-of a backbone's last stages (what `--unfreeze` trains those stages on)."""
+Two kinds: the views' pooled features (what indexes and heads use) and the
+inputs of a backbone's last stages (what `--unfreeze` trains those stages on)."""
 
 import logging
 import time
@@ -12,70 +12,69 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from . import views as view_ops
 from .atomic import atomic_dir, write_json
-from .backbones import Backbone
 from .cache import entry_dir, read_meta
 from .catalogues import Catalogue
+from .embedder import Embedder
 from .errors import LookalikeError
 from .fingerprint import digest
 
 log = logging.getLogger(__name__)
-FEATURES_VERSION = 2  # bump when extraction changes in a way fingerprints can't see
 # Images per batch: small batches keep malloc reusing memory (batches of 32
 # spent 9x the system time page-faulting and extracted 1.18x slower: BENCHMARKS.md)
 BATCH_SIZE = 8
 
 
-def features_fingerprint(catalogue: Catalogue, backbone: Backbone, catalogue_fingerprint=None) -> str:
-    return digest("features", FEATURES_VERSION, catalogue_fingerprint or catalogue.fingerprint,
-                  backbone.name, backbone.weights, backbone.preprocessing)
+def features_fingerprint(catalogue_fingerprint: str, embedder: Embedder) -> str:
+    return digest("features", catalogue_fingerprint, embedder.features_fingerprint)
 
 
-def catalogue_features(catalogue: Catalogue, backbone: Backbone, cache_root, batch_size=BATCH_SIZE):
-    """Return (features float32 (N, 2, dim): each image and its mirror, rows kept).
+def catalogue_features(catalogue: Catalogue, embedder: Embedder, cache_root, batch_size=BATCH_SIZE):
+    """Return (features float32 (N, V, dim), rows kept).
 
     Images that fail to decode are skipped, counted and logged; they never
     abort the build. `rows` are the catalogue rows the features belong to.
     """
-    arrays, rows = _cached(catalogue, backbone, cache_root, "features", (),
-                           lambda batch: {"features": backbone(batch).numpy()}, batch_size)
+    arrays, rows = _cached(catalogue, embedder, cache_root, "features", (),
+                           lambda batch: {"features": embedder.backbone_features(batch)}, batch_size)
     return arrays["features"], rows
 
 
-def stage_inputs(catalogue: Catalogue, backbone: Backbone, start: int, cache_root, batch_size=BATCH_SIZE):
-    """What a staged backbone's stages [start:] need, for each image and its
-    mirror: the input map of stage `start` (float16, (N, 2, C, H, W)) and the
-    pooled outputs of the taps before it (float32, (N, 2, P)). Returns
+def stage_inputs(catalogue: Catalogue, embedder: Embedder, start: int, cache_root, batch_size=BATCH_SIZE):
+    """What a staged backbone's stages [start:] need, for each image's views:
+    the input map of stage `start` (float16, (N, V, C, H, W)) and the pooled
+    outputs of the taps before it (float32, (N, V, P)). Returns
     (maps, pooled, rows), cached like the features."""
-    model = backbone.model
+    backbone = embedder.backbone
 
     @torch.inference_mode()
     def run(batch):
-        views = []
-        for view in (batch, batch.flip(-1)):
-            x, pooled = model.run(view.to(backbone.device).contiguous(memory_format=torch.channels_last), 0, start)
-            pooled = torch.cat(pooled, 1) if pooled else x.new_zeros(len(x), 0)
-            views.append((x.half().cpu(), pooled.float().cpu()))
-        return {"maps": torch.stack([v[0] for v in views], 1).numpy(),
-                "pooled": torch.stack([v[1] for v in views], 1).numpy()}
+        x = view_ops.expand(batch, embedder.views).to(backbone.device).contiguous(memory_format=torch.channels_last)
+        x, pooled = backbone.model.run(x, 0, start)
+        pooled = torch.cat(pooled, 1) if pooled else x.new_zeros(len(x), 0)
+        return {"maps": view_ops.split(x.half().cpu(), embedder.views).numpy(),
+                "pooled": view_ops.split(pooled.float().cpu(), embedder.views).numpy()}
 
-    arrays, rows = _cached(catalogue, backbone, cache_root, "stage-inputs", ("start", start), run, batch_size)
+    arrays, rows = _cached(catalogue, embedder, cache_root, "stage-inputs", ("start", start), run, batch_size)
     return arrays["maps"], arrays["pooled"], rows
 
 
-def _cached(catalogue, backbone, cache_root, kind, extra, run, batch_size):
+def _cached(catalogue, embedder, cache_root, kind, extra, run, batch_size):
     """Arrays `run` makes of the catalogue's images, from the cache or computed
     and cached (atomically); a subset reuses what its whole source cached."""
-    folder = entry_dir(cache_root, kind, digest(kind, features_fingerprint(catalogue, backbone), *extra))
-    if read_meta(folder) is not None:
-        return _load(folder)
+    folder = entry_dir(cache_root, kind, digest(kind, features_fingerprint(catalogue.fingerprint, embedder), *extra))
+    cached = _load(folder)
+    if cached is not None:
+        return cached
     if catalogue.source_fingerprint is not None:
         source = entry_dir(cache_root, kind, digest(
-            kind, features_fingerprint(catalogue, backbone, catalogue.source_fingerprint), *extra))
-        if read_meta(source) is not None:
-            return _slice_of_source(catalogue, source)
+            kind, features_fingerprint(catalogue.source_fingerprint, embedder), *extra))
+        cached = _load(source, mmap_mode="r")
+        if cached is not None:
+            return _slice_of_source(catalogue, source, *cached)
     started = time.perf_counter()
-    arrays, rows, skipped = extract(catalogue, backbone, run, batch_size)
+    arrays, rows, skipped = extract(catalogue, embedder, run, batch_size)
     seconds = time.perf_counter() - started
     with atomic_dir(folder) as tmp:
         for name, array in arrays.items():
@@ -83,7 +82,7 @@ def _cached(catalogue, backbone, cache_root, kind, extra, run, batch_size):
         np.save(tmp / "rows.npy", rows)
         write_json(tmp / "meta.json", {
             "kind": kind, "catalogue": catalogue.spec, "catalogue_fingerprint": catalogue.fingerprint,
-            "backbone": backbone.name, "weights": backbone.weights, "preprocessing": backbone.preprocessing,
+            "embedder": embedder.backbone.describe(), "views": list(embedder.views),
             "extra": list(extra), "n_images": len(rows), "skipped": skipped,
             "shapes": {name: list(array.shape) for name, array in arrays.items()},
             "seconds": round(seconds, 2), "images_per_second": round(len(rows) / seconds, 1),
@@ -92,14 +91,26 @@ def _cached(catalogue, backbone, cache_root, kind, extra, run, batch_size):
 
 
 def _load(folder, mmap_mode=None):
-    arrays = {path.stem: np.load(path, mmap_mode=mmap_mode) for path in sorted(folder.glob("*.npy"))}
-    return arrays, arrays.pop("rows")
+    """(arrays, rows) of a complete cache entry, or None: absent, or damaged
+    (then recomputed, never served)."""
+    meta = read_meta(folder)
+    if meta is None:
+        return None
+    try:
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode=mmap_mode) for name in meta["shapes"]}
+        rows = np.load(folder / "rows.npy")
+    except (OSError, ValueError, KeyError, EOFError) as e:
+        log.warning("cache entry %s is damaged (%s): recomputing it", folder, e)
+        return None
+    if any(list(a.shape) != meta["shapes"][n] for n, a in arrays.items()) or len(rows) != meta["n_images"]:
+        log.warning("cache entry %s does not match its meta.json: recomputing it", folder)
+        return None
+    return arrays, rows
 
 
-def _slice_of_source(catalogue: Catalogue, folder):
+def _slice_of_source(catalogue: Catalogue, folder, arrays, source_rows):
     """A subset (--classes, per_class) takes its rows of the arrays cached for
     its whole source instead of decoding its images again."""
-    arrays, source_rows = _load(folder, mmap_mode="r")
     position = {int(r): i for i, r in enumerate(source_rows)}
     kept = [(row, position[source]) for row, source in enumerate(catalogue.source_rows) if source in position]
     if not kept:
@@ -110,7 +121,7 @@ def _slice_of_source(catalogue: Catalogue, folder):
             np.asarray(rows, dtype=np.int64))
 
 
-def extract(catalogue: Catalogue, backbone: Backbone, run, batch_size=BATCH_SIZE):
+def extract(catalogue: Catalogue, embedder: Embedder, run, batch_size=BATCH_SIZE):
     """`run` (a batch of preprocessed images -> dict of arrays) over every
     decodable image; returns (arrays, rows, number skipped)."""
     chunks, rows, skipped = [], [], []
@@ -123,9 +134,9 @@ def extract(catalogue: Catalogue, backbone: Backbone, run, batch_size=BATCH_SIZE
             batch.clear()
             batch_rows.clear()
 
-    for row in tqdm(range(len(catalogue)), desc=f"features {backbone.name}", unit="img"):
+    for row in tqdm(range(len(catalogue)), desc=f"features {embedder.backbone.name}", unit="img"):
         try:
-            batch.append(backbone.preprocess(catalogue.image(row)))
+            batch.append(embedder.preprocess(catalogue.image(row)))
             batch_rows.append(row)
         except LookalikeError as e:
             skipped.append(str(e))
@@ -139,8 +150,3 @@ def extract(catalogue: Catalogue, backbone: Backbone, run, batch_size=BATCH_SIZE
         raise LookalikeError(f"catalogue {catalogue.spec!r}: none of its {len(catalogue)} images could be read")
     arrays = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     return arrays, np.asarray(rows, dtype=np.int64), len(skipped)
-
-
-def embed_images(images, backbone: Backbone) -> np.ndarray:
-    """Backbone features (N, 2, dim) of already-validated PIL images (queries)."""
-    return backbone(torch.stack([backbone.preprocess(im) for im in images])).numpy()

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python s
 
 import app  # noqa: E402
 from retrieval.atomic import write_json  # noqa: E402
-from retrieval.service import CatalogueConfig, Service  # noqa: E402
+from retrieval.manifest import CatalogueConfig  # noqa: E402
+from retrieval.service import Service  # noqa: E402
 
 
 def percentiles(seconds) -> dict:
@@ -94,7 +95,7 @@ def measure(args, cache) -> dict | None:
     answer_only = timed(lambda im: service.answer(im, "bench", args.k), queries)
 
     demo = app.build_demo(service)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **app.launch_options(service))
     try:
         client = Client(url, verbose=False)
         with tempfile.TemporaryDirectory() as tmp:

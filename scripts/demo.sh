@@ -23,8 +23,8 @@ python3 - <<'PY'
 import shlex, subprocess, sys
 from pathlib import Path
 
-from retrieval.heads import WEIGHTS_FILE
-from retrieval.service import finetune_command, load_manifest
+from retrieval.embedder import WEIGHTS_FILE
+from retrieval.manifest import finetune_command, load_manifest
 
 for config in load_manifest("spaces.yaml", space=False):
     if config.head and not config.head.startswith("hub:") and not (Path(config.head) / WEIGHTS_FILE).is_file():

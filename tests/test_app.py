@@ -1,6 +1,6 @@
 """The Gradio app end to end: a real server on a free port, called through
-gradio_client, serving tiny generated catalogues with a random-weights
-backbone (the mechanics, not the model quality) and a really trained head."""
+gradio_client, serving tiny generated catalogues with the tiny test backbone
+(the mechanics, not the model quality) and a really trained head."""
 
 import base64
 import io
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -25,7 +24,8 @@ from finetune.train import TrainConfig, train_head
 from retrieval.backbones import create_backbone
 from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
-from retrieval.service import CatalogueConfig, Service, load_manifest
+from retrieval.manifest import CatalogueConfig, load_manifest
+from retrieval.service import Service
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -54,9 +54,7 @@ def train_run(shop: Path, backbone, cache: Path, run_dir: Path) -> Path:
     config = TrainConfig(epochs=2, projection_dim=16, whitening_dim=16, batch_size=8, images_per_class=2,
                          validation_fraction=0.34)
     result = train_head(features, labels, config, names=rec.catalogue.label_names)
-    save_run(run_dir, result, dict(name=run_dir.name, loss=config.loss, catalogue=str(shop), classes=None,
-                                   backbone=backbone.name, weights=backbone.weights, in_dim=features.shape[2],
-                                   projection_dim=16, whitening_dim=16), rec.catalogue.label_names)
+    save_run(run_dir, result, backbone, {"loss": config.loss, "catalogue": str(shop)}, rec.catalogue.label_names)
     return run_dir
 
 
@@ -69,16 +67,16 @@ def served(tmp_path_factory):
     shop, cache = base / "shop", base / "cache"
     if not shop.is_dir():
         make_shop(shop)
-    torch.manual_seed(0)  # the same random weights in every module, to match the shared cache
-    backbone = create_backbone("resnet18", random_weights=True)
+    backbone = create_backbone("tiny_test")
     run_dir = train_run(shop, backbone, cache, tmp / "runs" / "shop")
-    service = Service([CatalogueConfig("shop", str(shop), "resnet18", head=str(run_dir)),
-                       CatalogueConfig("plain", str(shop), "resnet18"),
-                       CatalogueConfig("gone", str(tmp / "nowhere"), "resnet18")],
-                      cache_dir=cache, backbones={"resnet18": backbone})
+    service = Service([CatalogueConfig("shop", str(shop), "tiny_test", head=str(run_dir)),
+                       CatalogueConfig("plain", str(shop), "tiny_test"),
+                       CatalogueConfig("gone", str(tmp / "nowhere"), "tiny_test")],
+                      cache_dir=cache, backbones={"tiny_test": backbone})
     service.build_all()
     demo = app.build_demo(service)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1")
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
+                            **app.launch_options(service))
     try:
         yield {"url": url, "service": service, "shop": shop, "run_dir": run_dir, "tmp": tmp}
     finally:
@@ -95,9 +93,9 @@ def test_recommend_returns_both_embeddings(served):
     query = served["shop"] / "green" / "green2.png"
     answer = Client(served["url"], verbose=False).predict(handle_file(str(query)), "shop", 5,
                                                           api_name="/recommend")
-    assert answer["catalogue"] == "shop" and answer["backbone"] == "resnet18" and answer["query"] is None
-    assert answer["pretrained"]["embedding"] == "resnet18"
-    assert answer["finetuned"]["embedding"] == "resnet18 + shop" and answer["finetuned"]["note"] is None
+    assert answer["catalogue"] == "shop" and answer["backbone"] == "tiny_test" and answer["query"] is None
+    assert answer["pretrained"]["embedding"] == "tiny_test"
+    assert answer["finetuned"]["embedding"] == "tiny_test + shop" and answer["finetuned"]["note"] is None
     for side in ("pretrained", "finetuned"):
         results = answer[side]["results"]
         assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
@@ -119,7 +117,7 @@ def test_readme_client_snippet_runs(served, capsys):
     snippet = re.sub(r'handle_file\("[^"]+"\)', f'handle_file("{served["shop"] / "red" / "red1.png"}")', snippet)
     exec(compile(snippet, "README.md", "exec"), {})
     out = capsys.readouterr().out
-    assert "resnet18 + shop" in out and "('red', 1.0)" in out
+    assert "tiny_test + shop" in out and "('red', 1.0)" in out
 
 
 def test_catalogues_endpoint_lists_unavailable_with_reason(served):
@@ -135,6 +133,18 @@ def test_non_image_upload_is_a_clear_error(served):
         Client(served["url"], verbose=False).predict(handle_file(str(text)), "shop", 5, api_name="/recommend")
 
 
+def test_server_paths_are_refused_alike_whether_or_not_they_exist(served):
+    """A raw API call naming a server file (no upload) is refused with one
+    message, the same for a file that exists and one that doesn't."""
+    client = Client(served["url"], verbose=False)
+    messages = []
+    for path in ("/etc/passwd", str(served["shop"] / "red" / "red0.png"), "/no/such/file.png"):
+        with pytest.raises(AppError) as refused:
+            client.predict({"path": path}, "shop", 5, api_name="/recommend")
+        messages.append(str(refused.value))
+    assert len(set(messages)) == 1 and app.NOT_UPLOADED in messages[0]
+
+
 def test_catalogue_without_head_says_how_to_make_one(served):
     query = served["shop"] / "blue" / "blue0.png"
     answer = Client(served["url"], verbose=False).predict(handle_file(str(query)), "plain", 3,
@@ -142,19 +152,29 @@ def test_catalogue_without_head_says_how_to_make_one(served):
     assert len(answer["pretrained"]["results"]) == 3
     assert answer["finetuned"]["embedding"] is None and answer["finetuned"]["results"] == []
     assert answer["finetuned"]["note"] == ("No fine-tuned head yet. Make one with `python -m finetune "
-                                           f"--catalogue {served['shop']} --backbone resnet18 --output runs/plain`")
+                                           f"--catalogue {served['shop']} --backbone tiny_test --output runs/plain`")
 
 
-def test_catalogue_item_query_marks_its_class(served):
+def test_catalogue_item_query_is_shown_apart_and_marks_its_class(served):
+    """A catalogue item as the query: it is not among its own results (so it
+    is never counted as its own hit), results of its class are marked and
+    counted, the page and the API render the same answer."""
     service = served["service"]
     row = service.get("shop").catalogue.ids.index("cyan/cyan1")
     answer = service.recommend(None, "shop", 6, query_row=row)
-    assert answer["query"] == {"id": "cyan/cyan1", "label": "cyan"}
+    assert answer["query"]["id"] == "cyan/cyan1" and answer["query"]["label"] == "cyan"
+    assert decode(answer["query"]["image"]).size == (64, 48)
     for side in ("pretrained", "finetuned"):
         results = answer[side]["results"]
-        assert results[0]["id"] == "cyan/cyan1" and results[0]["same_class"] is True
+        assert len(results) == 6 and [r["rank"] for r in results] == [1, 2, 3, 4, 5, 6]
+        assert "cyan/cyan1" not in [r["id"] for r in results]
         assert [r["same_class"] for r in results] == [r["label"] == "cyan" for r in results]
-        assert answer[side]["same_class"] == sum(r["label"] == "cyan" for r in results)
+        assert answer[side]["same_class"] == sum(r["label"] == "cyan" for r in results) <= 3
+    shown = service.answer(None, "shop", 6, query_row=row).sides["pretrained"]
+    assert app.side_label("Pretrained", shown).endswith(f"{answer['pretrained']['same_class']}/6 share the "
+                                                         "query's class")
+    assert [app.caption(m) for m in shown.results] == [
+        f"{r['score']:.3f} · {'✓ ' if r['same_class'] else ''}{r['label']}" for r in answer["pretrained"]["results"]]
 
 
 def test_bad_k_and_unknown_catalogue_are_clear_errors(served):
@@ -170,21 +190,20 @@ def test_metrics_tab_shows_the_runs_validation_table(served):
     served_shop = served["service"].get("shop")
     validation = served_shop.validation()
     metrics = json.loads((served["run_dir"] / "metrics.json").read_text())
-    text = app.metrics_markdown("shop", "resnet18", validation, served_shop.finetuned_note)
+    text = app.metrics_markdown("shop", "tiny_test", validation, served_shop.finetuned_note)
     best = metrics["best"]
     assert f"| Fine-tuned (best epoch {best['epoch']}) | {best['recall_at_1']:.3f} |" in text
     assert f"| Pretrained | {metrics['pretrained']['recall_at_1']:.3f} |" in text
     assert validation["curves"] == str(served["run_dir"] / "curves.png")
     plain = served["service"].get("plain")
     assert plain.validation() is None
-    assert "python -m finetune" in app.metrics_markdown("plain", "resnet18", None, plain.finetuned_note)
+    assert "python -m finetune" in app.metrics_markdown("plain", "tiny_test", None, plain.finetuned_note)
 
 
 def test_app_fails_only_when_no_catalogue_loads(tmp_path, capsys):
     with pytest.raises(LookalikeError, match="no catalogue could be loaded .*nowhere: unavailable: "):
-        Service([CatalogueConfig("nowhere", str(tmp_path / "missing"), "resnet18")],
-                backbones={"resnet18": create_backbone("resnet18", random_weights=True)})
-    argv = ["--no-manifest", "--catalogue", str(tmp_path / "missing"), "--backbone", "efficientnet_lite0"]
+        Service([CatalogueConfig("nowhere", str(tmp_path / "missing"), "tiny_test")])
+    argv = ["--no-manifest", "--catalogue", str(tmp_path / "missing"), "--backbone", "tiny_test"]
     assert app.main(argv) == 2
     assert "error: no catalogue could be loaded" in capsys.readouterr().err
 
@@ -284,23 +303,30 @@ def test_deploy_creates_a_gradio_space_with_the_tracked_files(monkeypatch):
     assert Path(upload["folder_path"]) == ROOT
 
 
-def test_result_images_are_small_data_urls(tmp_path):
-    """A small JPEG or PNG goes out as its own bytes; any other small image is
-    re-encoded as PNG, a large one as a JPEG thumbnail of at most 256 px."""
+def test_thumbnails_are_small_and_carry_no_exif(tmp_path):
+    """Result images are made once from the validated decode: a photo stored
+    as JPEG or larger than a thumbnail becomes a JPEG of at most 256 px, a
+    small image of another format a PNG; none keeps its file's EXIF."""
     from retrieval.catalogues import load_catalogue
-    from retrieval.service import data_url
+    from retrieval.thumbnails import Thumbnails, data_url
 
     (tmp_path / "shop" / "a").mkdir(parents=True)
-    Image.new("RGB", (64, 48), (200, 10, 10)).save(tmp_path / "shop" / "a" / "small.png")
+    exif = Image.Exif()
+    exif[0x8827] = 400  # ISO speed: any EXIF tag will do
+    Image.new("RGB", (64, 48), (200, 10, 10)).save(tmp_path / "shop" / "a" / "small.jpg", exif=exif)
     Image.new("RGB", (600, 400), (10, 200, 10)).save(tmp_path / "shop" / "a" / "large.png")
     Image.new("RGB", (64, 48), (10, 10, 200)).save(tmp_path / "shop" / "a" / "small.bmp")
     catalogue = load_catalogue(str(tmp_path / "shop"))
-    urls = {catalogue.ids[row]: data_url(catalogue, row) for row in range(len(catalogue))}
-    assert sorted(urls) == ["a/large", "a/small.bmp", "a/small.png"]  # same stem: ids keep their suffix
-    assert urls["a/small.png"].startswith("data:image/png;base64,")
-    assert base64.b64decode(urls["a/small.png"].split(",", 1)[1]) == (tmp_path / "shop/a/small.png").read_bytes()
+    thumbnails = Thumbnails(tmp_path / "thumbs")
+    paths = {catalogue.ids[row]: thumbnails.path(catalogue, row) for row in range(len(catalogue))}
+    assert sorted(paths) == ["a/large", "a/small.bmp", "a/small.jpg"]  # same stem: ids keep their suffix
+    urls = {item: data_url(path) for item, path in paths.items()}
+    assert urls["a/small.jpg"].startswith("data:image/jpeg;base64,") and decode(urls["a/small.jpg"]).size == (64, 48)
+    assert b"Exif" not in base64.b64decode(urls["a/small.jpg"].split(",", 1)[1])
     assert urls["a/large"].startswith("data:image/jpeg;base64,") and decode(urls["a/large"]).size == (256, 171)
     assert urls["a/small.bmp"].startswith("data:image/png;base64,") and decode(urls["a/small.bmp"]).size == (64, 48)
+    before = paths["a/large"].stat().st_mtime_ns
+    assert thumbnails.path(catalogue, catalogue.ids.index("a/large")).stat().st_mtime_ns == before  # made once
 
 
 def test_page_is_built_without_importing_torchvision_or_timm(class_folders):
@@ -321,7 +347,7 @@ def test_python_app_py_serves_a_folder_end_to_end(class_folders, tmp_path):
     answers, the catalogue is built (in the main thread, after the page is up)
     and /recommend finds a catalogue image first."""
     log = tmp_path / "app.log"
-    args = ["--no-manifest", "--catalogue", str(class_folders), "--backbone", "efficientnet_lite0"]
+    args = ["--no-manifest", "--catalogue", str(class_folders), "--backbone", "tiny_test"]
     with log.open("w") as stderr:
         try:
             with running_app(args, 180, os.environ | {"LOOKALIKE_CACHE": str(tmp_path / "cache")},

@@ -2,6 +2,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -15,7 +16,7 @@ def test_folding_batchnorm_keeps_the_outputs(name):
     features, whatever the statistics (random ones here, so a BatchNorm folded
     into the wrong convolution would show)."""
     torch.manual_seed(0)
-    model, _ = _REGISTRY[name].build(True)
+    model, _ = _REGISTRY[name].build(False)
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
             module.running_mean.normal_(0, 0.5)
@@ -23,7 +24,7 @@ def test_folding_batchnorm_keeps_the_outputs(name):
             module.weight.data.normal_(1, 0.2)
             module.bias.data.normal_(0, 0.2)
     model.eval()
-    x = torch.randn(2, 3, *_REGISTRY[name].size)
+    x = torch.randn(2, 3, *_REGISTRY[name].preprocessing.size)
     with torch.no_grad():
         expected = model(x)
         folded = fold_batchnorm(model)(x)
@@ -33,8 +34,10 @@ def test_folding_batchnorm_keeps_the_outputs(name):
 
 PAGE_FAULTS_OF_REPEATED_PASSES = """
 import resource, torch
+from retrieval.allocator import keep_freed_memory
 from retrieval.backbones import create_backbone
-backbone = create_backbone("efficientnet_lite0", device="cpu", random_weights=True)
+keep_freed_memory()  # what every entry point does first
+backbone = create_backbone("efficientnet_lite0", device="cpu", pretrained=False)
 x = torch.randn(4, 3, 288, 384)
 faults = []
 for _ in range(4):
@@ -47,8 +50,9 @@ print(min(faults[1:]))
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning")
 def test_repeated_forward_passes_reuse_memory_instead_of_page_faulting():
-    """After create_backbone, a second batch reuses the first one's memory (with
-    glibc's default thresholds it page-faults ~65,000 fresh pages each time)."""
+    """With keep_freed_memory (called by every entry point), a second batch
+    reuses the first one's memory (with glibc's default thresholds it
+    page-faults ~65,000 fresh pages each time)."""
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", PAGE_FAULTS_OF_REPEATED_PASSES], cwd=root,
                          capture_output=True, text=True, check=True)
@@ -58,5 +62,39 @@ def test_repeated_forward_passes_reuse_memory_instead_of_page_faulting():
 def test_torchvision_weight_file_names_are_torchvisions():
     import torchvision.models as models
 
-    for name, (enum, file, _, _) in _TORCHVISION.items():
+    for name, (enum, file, *_) in _TORCHVISION.items():
         assert Path(getattr(models, enum).IMAGENET1K_V1.url).name == file, name
+
+
+def test_inception_gets_the_input_normalisation_its_weights_expect():
+    """torchvision's Inception v3 weights were trained on inputs in [-1, 1]:
+    our preprocessing (ImageNet mean/std) plus the entry's transform_input
+    must feed the network exactly that."""
+    from PIL import Image
+
+    from retrieval.backbones import create_backbone
+
+    backbone = create_backbone("inception_v3", device="cpu", pretrained=False)
+    assert backbone.model.transform_input
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (299, 299, 3), dtype=np.uint8))
+    ours = backbone.preprocess(image)[None]
+    # what the weights expect: pixels / 255 mapped to [-1, 1]
+    expected_input = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)[None] * 2 - 1
+    with torch.no_grad():  # the network's first step (an identity without the quirk)
+        transformed = backbone.model._transform_input(ours)
+    assert torch.allclose(transformed, expected_input, atol=2e-2)
+
+
+def test_features_fingerprint_follows_every_part_of_the_preprocessing():
+    """Changing any part of an entry's preprocessing (here the interpolation)
+    names its features anew: the cache can't serve features made another way."""
+    from dataclasses import replace
+
+    from retrieval.backbones import create_backbone
+    from retrieval.embedder import Embedder
+
+    backbone = create_backbone("tiny_test")
+    other = replace(backbone, spec=replace(backbone.spec, preprocessing=replace(
+        backbone.spec.preprocessing, interpolation="bilinear")))
+    assert Embedder(backbone).features_fingerprint != Embedder(other).features_fingerprint
+    assert Embedder(backbone).features_fingerprint != Embedder(backbone, ("original",)).features_fingerprint

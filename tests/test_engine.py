@@ -8,17 +8,15 @@ import numpy as np
 import pytest
 
 import retrieval.features as features_module
-from retrieval import Recommender
-from retrieval.backbones import create_backbone
 from retrieval.catalogues import load_catalogue
-from retrieval.heads import embed_views
+from retrieval.embedder import create_embedder
+from retrieval.engine import Recommender
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _recommender(folder, cache):
-    return Recommender(load_catalogue(str(folder)), create_backbone("resnet18", random_weights=True),
-                       cache_dir=cache)
+    return Recommender(load_catalogue(str(folder)), create_embedder("tiny_test"), cache_dir=cache)
 
 
 def test_catalogue_image_comes_back_first(class_folders, tmp_path):
@@ -47,11 +45,11 @@ def test_cache_reused_and_invalidated(class_folders, tmp_path, monkeypatch):
 
 
 def test_subset_reuses_the_sources_cached_features(class_folders, tmp_path, monkeypatch):
-    backbone = create_backbone("resnet18", random_weights=True)
-    whole, _ = Recommender(load_catalogue(str(class_folders)), backbone, cache_dir=tmp_path).features()
+    embedder = create_embedder("tiny_test")
+    whole, _ = Recommender(load_catalogue(str(class_folders)), embedder, cache_dir=tmp_path).features()
     monkeypatch.setattr(features_module, "extract", lambda *a, **k: pytest.fail("re-extracted a cached subset"))
     subset = load_catalogue(str(class_folders), classes="1-2", per_class=3)  # green, red: first 3 each
-    features, rows = Recommender(subset, backbone, cache_dir=tmp_path).features()
+    features, rows = Recommender(subset, embedder, cache_dir=tmp_path).features()
     assert [subset.ids[r] for r in rows] == ["green/green0", "green/green1", "green/green2",
                                              "red/red0", "red/red1", "red/red2"]
     assert np.array_equal(features, whole[[4, 5, 6, 8, 9, 10]])
@@ -69,11 +67,11 @@ def test_real_weights_cat_crops_closer_than_cat_and_coffee():
     from skimage import data
     from PIL import Image
 
-    backbone = create_backbone("efficientnet_lite0")
+    embedder = create_embedder("efficientnet_lite0")
     cat = Image.fromarray(data.chelsea())
     w, h = cat.size
     crops = [cat.crop((0, 0, int(w * 0.8), h)), cat.crop((int(w * 0.2), 0, w, h)), Image.fromarray(data.coffee())]
-    f = embed_views(features_module.embed_images(crops, backbone))
+    f = embedder.embed(crops)
     assert f[0] @ f[1] > f[0] @ f[2] + 0.1
 
 

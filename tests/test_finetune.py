@@ -8,9 +8,10 @@ from PIL import Image
 from finetune.cli import main as finetune_main
 from finetune.run_dir import save_run
 from finetune.train import TrainConfig, train_head
+from retrieval.backbones import create_backbone
 from retrieval.cli import main as retrieval_main
+from retrieval.embedder import load_head
 from retrieval.errors import LookalikeError
-from retrieval.heads import load_head
 
 
 def synthetic_views(n_classes=30, per_class=8, dim=32, seed=0):
@@ -51,9 +52,8 @@ def test_run_dir_reloads_to_identical_embeddings(tmp_path):
     views, labels = synthetic_views()
     result = train_head(views, labels, TrainConfig(epochs=2, whitening_dim=16, projection_dim=16, batch_size=32))
     names = [f"class {i}" for i in range(30)]
-    config = dict(name="run", loss="supcon", backbone="efficientnet_lite0", weights="w", catalogue="synthetic",
-                  classes=None, in_dim=32, projection_dim=16, whitening_dim=16)
-    save_run(tmp_path / "run", result, config, names)
+    save_run(tmp_path / "run", result, create_backbone("tiny_test"), {"loss": "supcon", "catalogue": "synthetic"},
+             names)
     head = load_head(tmp_path / "run")
     x = views.reshape(-1, views.shape[2])
     with torch.no_grad():
@@ -95,25 +95,52 @@ def shapes(tmp_path):
 
 
 def test_cli_trains_and_retrieval_uses_the_head(shapes, tmp_path, capsys):
+    """finetune writes a run; evaluate and search with --head embed through
+    it: their numbers are the head's (computed here from its module), not the
+    pretrained features'."""
+    from retrieval.catalogues import load_catalogue
+    from retrieval.embedder import create_embedder
+    from retrieval.engine import Recommender
+    from retrieval.evaluate import retrieval_metrics
+    from retrieval.index import l2_normalise
+
     run, cache = tmp_path / "run", str(tmp_path / "cache")
-    args = ["--catalogue", str(shapes), "--backbone", "efficientnet_lite0", "--epochs", "2",
+    args = ["--catalogue", str(shapes), "--backbone", "tiny_test", "--epochs", "2",
             "--output", str(run), "--cache-dir", cache, "--validation-fraction", "0.34"]
     assert finetune_main(args) == 0
     assert "fine-tuned (epoch" in capsys.readouterr().out
     assert finetune_main(args) == 2
     assert "already holds a fine-tuned head" in capsys.readouterr().err
 
+    # what the head makes of the cached features, computed without the engine's embedding code
+    pretrained = Recommender(load_catalogue(str(shapes)), create_embedder("tiny_test"), cache)
+    features, rows = pretrained.features()
+    labels = [pretrained.catalogue.labels[r] for r in rows]
+    module = load_head(run).module
+    with torch.no_grad():
+        per_view = torch.nn.functional.normalize(module(torch.from_numpy(features)), dim=-1).numpy()
+    expected = l2_normalise(per_view.mean(axis=1))
+    with_head, without = retrieval_metrics(expected, labels, progress=False), pretrained.catalogue_embeddings()
+    plain = retrieval_metrics(without[0], labels, progress=False)
+    assert with_head["map_at_r"] != plain["map_at_r"]
+
     out = tmp_path / "eval.json"
     assert retrieval_main(["evaluate", "--catalogue", str(shapes), "--head", str(run),
                            "--cache-dir", cache, "--json", str(out)]) == 0
     metrics = json.loads(out.read_text())
-    assert metrics["head"] == "run" and metrics["backbone"] == "efficientnet_lite0"
-    assert metrics["n_images"] == 30 and 0 <= metrics["map_at_r"] <= 1
+    assert metrics["head"] == "run" and metrics["backbone"] == "tiny_test" and metrics["n_images"] == 30
+    assert metrics["map_at_r"] == pytest.approx(with_head["map_at_r"], abs=1e-6)
+    assert metrics["recall_at_1"] == pytest.approx(with_head["recall_at_1"], abs=1e-6)
     capsys.readouterr()
+    query = shapes / "shape0" / "1.png"
     assert retrieval_main(["search", "--catalogue", str(shapes), "--head", str(run), "--cache-dir", cache,
-                           "--image", str(shapes / "shape0" / "1.png"), "--k", "3", "--json"]) == 0
+                           "--image", str(query), "--k", "3", "--exact", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results[0]["id"] == "shape0/1" and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
+    second = [r for r in rows].index(pretrained.catalogue.ids.index(results[1]["id"]))
+    mine = [r for r in rows].index(pretrained.catalogue.ids.index("shape0/1"))
+    assert results[1]["score"] == pytest.approx(float(expected[mine] @ expected[second]), abs=1e-4)
+    assert results[1]["score"] != pytest.approx(float(without[0][mine] @ without[0][second]), abs=1e-3)
 
 
 def test_bad_arguments_give_clear_errors(shapes, tmp_path, capsys):
@@ -126,7 +153,7 @@ def test_bad_arguments_give_clear_errors(shapes, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "nothing").mkdir()
     for catalogue, message in [(shapes, "fewer than 2 images"), (tmp_path / "empty", "no image files")]:
-        assert finetune_main(["--catalogue", str(catalogue), "--backbone", "efficientnet_lite0",
+        assert finetune_main(["--catalogue", str(catalogue), "--backbone", "tiny_test",
                               "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
@@ -149,35 +176,33 @@ def test_unfreeze_trains_the_last_stages_and_retrieval_runs_them(shapes, tmp_pat
     import copy
 
     from finetune.inputs import StageInputs
-    from retrieval.backbones import create_backbone
     from retrieval.catalogues import load_catalogue
+    from retrieval.embedder import create_embedder
     from retrieval.engine import Recommender
     from retrieval.features import stage_inputs
 
-    torch.manual_seed(0)
-    catalogue, backbone = load_catalogue(str(shapes)), create_backbone("resnet18", device="cpu", random_weights=True)
-    start = 3  # layer3 and layer4 train
-    maps, pooled, rows = stage_inputs(catalogue, backbone, start, tmp_path / "cache")
+    catalogue, embedder = load_catalogue(str(shapes)), create_embedder("tiny_test")
+    backbone = embedder.backbone
+    start = 2  # the last two of tiny_test's four stages train
+    maps, pooled, rows = stage_inputs(catalogue, embedder, start, tmp_path / "cache")
     assert maps.shape[:2] == (30, 2) and maps.dtype == np.float16 and pooled.shape == (30, 2, 0)
     tail = copy.deepcopy(backbone.model.tail(start)).requires_grad_(True)
     before = copy.deepcopy(tail.state_dict())
     labels = [catalogue.labels[r] for r in rows]
-    config = TrainConfig(epochs=3, projection_dim=16, whitening_dim=16, batch_size=8, images_per_class=2,
-                         validation_fraction=0.34, stage_lr=1e-3, patience=3)
+    config = TrainConfig(epochs=3, projection_dim=16, whitening="none", batch_size=8, images_per_class=2,
+                         validation_fraction=0.34, stage_lr=1e-2, patience=3)
     result = train_head(StageInputs(maps, pooled, tail), labels, config, names=catalogue.label_names)
     assert len(result.history) == 3 and result.best["epoch"] > 0
     trained = result.head.tail.state_dict()
     assert any(not torch.equal(before[k], trained[k]) for k in before if trained[k].is_floating_point())
 
-    run_config = dict(name="tail", loss="supcon", backbone="resnet18", weights="random", catalogue=str(shapes),
-                      classes=None, in_dim=512, projection_dim=16, whitening_dim=16, unfreeze=2, tail_start=start)
-    save_run(tmp_path / "run", result, run_config, catalogue.label_names)
-    rec = Recommender.open(catalogue, backbone=backbone, head=str(tmp_path / "run"), cache_dir=tmp_path / "cache")
-    assert rec.backbone.weights.startswith("random+tail:") and rec.backbone is not backbone
+    save_run(tmp_path / "tail", result, backbone, {"loss": "supcon", "unfreeze": 2}, catalogue.label_names)
+    rec = Recommender.open(catalogue, backbone=backbone, head=str(tmp_path / "tail"), cache_dir=tmp_path / "cache")
+    assert rec.embedder.backbone.weights.startswith("tiny_test:seed0+tail:") and rec.embedder.backbone is not backbone
     from_images = rec.features()[0]
     from_maps = StageInputs(maps, pooled, result.head.tail).all_views(np.arange(30), torch.device("cpu")).numpy()
     assert np.allclose(from_images, from_maps, atol=2e-2 * np.abs(from_maps).max())  # maps cached as float16
-    assert not np.allclose(from_images, Recommender(catalogue, backbone, cache_dir=tmp_path / "cache").features()[0],
+    assert not np.allclose(from_images, Recommender(catalogue, embedder, cache_dir=tmp_path / "cache").features()[0],
                            atol=1e-3)
     results = rec.build().search(shapes / "shape2" / "3.png", k=3)
     assert results[0].id == "shape2/3" and results[0].score == pytest.approx(1.0, abs=1e-3)
@@ -185,6 +210,6 @@ def test_unfreeze_trains_the_last_stages_and_retrieval_runs_them(shapes, tmp_pat
 
 def test_unfreeze_refuses_unstaged_backbones_and_bad_counts(shapes, tmp_path, capsys):
     common = ["--catalogue", str(shapes), "--output", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
-    assert finetune_main([*common, "--backbone", "efficientnet_lite0", "--unfreeze", "9"]) == 2
-    assert "--unfreeze must be 0..8 for efficientnet_lite0, not 9" in capsys.readouterr().err
+    assert finetune_main([*common, "--backbone", "tiny_test", "--unfreeze", "4"]) == 2
+    assert "--unfreeze must be 0..3 for tiny_test, not 4" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

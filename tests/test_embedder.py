@@ -1,0 +1,107 @@
+"""The Embedder and its run folder: one factory, config.json written and read
+by one module with a format version, heads that refuse foreign features."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from retrieval.backbones import create_backbone
+from retrieval.embedder import CONFIG_FILE, Embedder, create_embedder, load_head, trained_head
+from retrieval.errors import LookalikeError
+from retrieval.heads import EmbeddingHead
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def run(tmp_path):
+    """A saved run of a (randomly initialised) head on tiny_test features."""
+    backbone = create_backbone("tiny_test")
+    torch.manual_seed(0)
+    module = EmbeddingHead(backbone.dim, 8, 4)
+    module.whitening.normal_()
+    Embedder(backbone, head=trained_head(module, backbone, "run")).save_pretrained(tmp_path / "run", {"loss": "x"})
+    return tmp_path / "run", module
+
+
+def images(n=3):
+    rng = np.random.default_rng(0)
+    return [Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def test_from_pretrained_gives_the_saved_embeddings(run):
+    folder, module = run
+    embedder = Embedder.from_pretrained(folder)
+    assert embedder.name == "tiny_test + run" and embedder.views == ("original", "mirror")
+    features = embedder.features(images())
+    with torch.no_grad():
+        per_view = torch.nn.functional.normalize(module(torch.from_numpy(features)), dim=-1)
+    expected = torch.nn.functional.normalize(per_view.mean(1), dim=-1).numpy()
+    assert np.allclose(embedder.embed(images()), expected, atol=1e-5)
+    assert embedder.fingerprint != create_embedder("tiny_test").fingerprint
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    assert config["format_version"] == 2 and config["training"] == {"loss": "x"}
+    assert config["embedder"]["backbone"]["preprocessing"]["size"] == [32, 32]
+
+
+def test_format_1_runs_are_upgraded(run):
+    """Runs written before config formats were numbered still load, to the
+    same embeddings."""
+    folder, _ = run
+    new = json.loads((folder / CONFIG_FILE).read_text())
+    head = new["embedder"]["head"]
+    (folder / CONFIG_FILE).write_text(json.dumps({
+        "name": "run", "loss": "supcon", "backbone": "tiny_test", "weights": "tiny_test:seed0",
+        "preprocessing": "resize-whole-32x32-bicubic/mean(0.5, 0.5, 0.5)/std(0.5, 0.5, 0.5)/avg-stages2,3-of-4/"
+                         "views-orig-mirror",
+        "in_dim": head["in_dim"], "projection_dim": head["projection_dim"], "whitening_dim": head["whitening_dim"],
+        "unfreeze": 0, "tail_start": None}))
+    old = load_head(folder)
+    assert old.config["embedder"] == new["embedder"] and old.config["training"]["loss"] == "supcon"
+    assert np.array_equal(create_embedder("tiny_test", old).embed(images()), Embedder.from_pretrained(folder).embed(images()))
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"format_version": 99}', "config format 99, this Lookalike reads 2"),
+    ("{not json", "not a valid run config"),
+    ('{"format_version": 2, "embedder": {}}', "not a valid run config"),
+    ("[1, 2]", "not a valid run config"),
+])
+def test_bad_configs_are_clear_errors(run, content, message):
+    folder, _ = run
+    (folder / CONFIG_FILE).write_text(content)
+    with pytest.raises(LookalikeError, match=message):
+        load_head(folder)
+
+
+def test_head_refuses_features_of_another_backbone(run):
+    folder, _ = run
+    with pytest.raises(LookalikeError, match="head run was trained on tiny_test features"):
+        create_embedder(create_backbone("efficientnet_lite0", pretrained=False), folder)
+
+
+def test_importing_the_project_changes_no_global_setting():
+    """Side effects belong to entry points: importing every module leaves
+    PIL's decompression limit, matplotlib's backend and malloc alone."""
+    script = """
+import PIL.Image, sys
+from retrieval import allocator
+calls = []
+allocator.keep_freed_memory = lambda: calls.append(1)  # before anything imports it
+limit = PIL.Image.MAX_IMAGE_PIXELS
+import app, finetune.cli, finetune.plots, retrieval.cli, retrieval.service, retrieval.images
+assert PIL.Image.MAX_IMAGE_PIXELS == limit, PIL.Image.MAX_IMAGE_PIXELS
+assert "matplotlib.pyplot" not in sys.modules
+from retrieval.backbones import create_backbone
+create_backbone("tiny_test")
+assert not calls
+print("clean")
+"""
+    out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert out.stdout.strip() == "clean", out.stderr
