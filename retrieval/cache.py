@@ -8,6 +8,8 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
+from .errors import DamagedArtefact
+
 
 def cache_root(explicit=None) -> Path:
     root = explicit or os.environ.get("LOOKALIKE_CACHE") or user_cache_dir("lookalike")
@@ -19,11 +21,21 @@ def entry_dir(root, kind: str, fingerprint: str) -> Path:
 
 
 def read_meta(folder) -> dict | None:
-    """The entry's metadata, or None when the entry is absent or incomplete."""
+    """The entry's metadata; None when there is no entry (entries are renamed
+    into place whole, so a missing meta.json means none was finished);
+    DamagedArtefact when it is there but can't be read as a JSON object, so
+    that a damaged entry is never mistaken for an absent one."""
     path = Path(folder) / "meta.json"
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+        meta = json.loads(path.read_bytes())
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: absurdly nested JSON
+        raise DamagedArtefact(f"{path}: damaged ({type(e).__name__}: {_one_line(e)})") from e
+    if not isinstance(meta, dict):
+        raise DamagedArtefact(f"{path}: damaged (not a JSON object)")
+    return meta
+
+
+def _one_line(error) -> str:
+    return " ".join(str(error).split())

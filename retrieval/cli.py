@@ -1,4 +1,4 @@
-"""`python -m retrieval index|search|evaluate|deploy`: thin wrappers over the engine.
+"""`python -m retrieval index|search|evaluate|verify|deploy`: thin wrappers over the engine.
 
 Whatever libraries print while models load (torch.hub's "Downloading: ..."
 line, for one) goes to stderr: stdout carries only the command's answer, so
@@ -53,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="retrieval metrics: each image queries all the others")
     _common(p)
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the metrics to this JSON file")
+
+    p = sub.add_parser("verify", help="check every cache entry (and named runs, indexes) against its checksums")
+    p.add_argument("--cache-dir", help="cache root (default $LOOKALIKE_CACHE or the user cache dir)")
+    p.add_argument("--head", action="append", default=[], metavar="RUN_DIR", help="also check this run (repeatable)")
+    p.add_argument("--index", action="append", default=[], metavar="DIR", help="also check this index (repeatable)")
+    p.add_argument("--repair", action="store_true", help="remove damaged cache entries (rebuilt when next needed)")
 
     p = sub.add_parser("deploy", help="upload this project to a Hugging Face Space (needs a token and the network)")
     p.add_argument("--space", required=True, metavar="OWNER/NAME", help="the Space to create or update")
@@ -136,6 +142,19 @@ def cmd_evaluate(args, out) -> int:
     return 0
 
 
+def cmd_verify(args, out) -> int:
+    from .cache import cache_root
+    from .verify import verify
+
+    report = verify(cache_root(args.cache_dir), args.head, args.index, args.repair)
+    for what, problem, repaired in report:
+        print(f"{'ok' if problem is None else 'removed' if repaired else 'DAMAGED'}  {what}"
+              + (f": {problem}" if problem else ""), file=out)
+    damaged = sum(problem is not None and not repaired for _, problem, repaired in report)
+    print(f"{len(report)} checked, {damaged} damaged", file=out)
+    return 1 if damaged else 0
+
+
 def cmd_deploy(args, out) -> int:
     from .deploy import deploy
 
@@ -143,4 +162,5 @@ def cmd_deploy(args, out) -> int:
     return 0
 
 
-COMMANDS = {"index": cmd_index, "search": cmd_search, "evaluate": cmd_evaluate, "deploy": cmd_deploy}
+COMMANDS = {"index": cmd_index, "search": cmd_search, "evaluate": cmd_evaluate, "verify": cmd_verify,
+            "deploy": cmd_deploy}

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from . import views as view_ops
+from .artefacts import check, record
 from .atomic import write_json
 from .backbones import Backbone, backbone_spec, create_backbone
 from .errors import LookalikeError
@@ -130,7 +131,7 @@ class Embedder:
             "format_version": FORMAT_VERSION, "name": self.head.name,
             "embedder": {"backbone": self.head.config["embedder"]["backbone"], "views": list(self.views),
                          "head": self.head.module.architecture()},
-            "training": training or {}})
+            "training": training or {}, "files": record(folder, [WEIGHTS_FILE])})
 
     @classmethod
     def from_pretrained(cls, spec, backbone="auto", device="auto") -> "Embedder":
@@ -177,6 +178,8 @@ def load_head(spec) -> Head:
         raise LookalikeError(f"{spec}: not a fine-tuning run (needs {WEIGHTS_FILE} and {CONFIG_FILE}); "
                              f"make one with `python -m finetune --catalogue SPEC --output {spec}`")
     config = read_config(config_file)
+    if config.get("files") is not None:  # runs of format 1 recorded no checksums
+        check(run_dir, config["files"], deep=True)  # a head is small: always hashed
     module = _build_head(config["embedder"], spec)
     try:
         module.load_state_dict(load_file(weights), strict=True)
@@ -199,6 +202,8 @@ def read_config(path: Path) -> dict:
         elif version != FORMAT_VERSION:
             raise LookalikeError(f"{path}: written in config format {version}, this Lookalike reads "
                                  f"{FORMAT_VERSION}; upgrade Lookalike or retrain the head")
+        else:
+            config["files"]  # a run of this format records its weights' checksum
         embedder = config["embedder"]
         view_ops.check_views(embedder["views"])
         for key in ("in_dim", "projection_dim", "whitening_dim", "tail_start"):
@@ -232,7 +237,7 @@ def _upgrade_format_1(config: dict) -> dict:
             "embedder": {"backbone": {"backbone": spec.name, "weights": config["weights"], "pooling": pooling,
                                       "preprocessing": p.describe(), "quirks": spec.quirks},
                          "views": list(view_ops.DEFAULT_VIEWS), "head": head},
-            "training": {k: v for k, v in config.items() if k not in moved}}
+            "training": {k: v for k, v in config.items() if k not in moved}, "files": None}
 
 
 def _build_head(embedder: dict, spec: str) -> EmbeddingHead:

@@ -13,11 +13,12 @@ import torch
 from tqdm.auto import tqdm
 
 from . import views as view_ops
+from .artefacts import check, record
 from .atomic import atomic_dir, write_json
 from .cache import entry_dir, read_meta
 from .catalogues import Catalogue
 from .embedder import Embedder
-from .errors import LookalikeError
+from .errors import DamagedArtefact, LookalikeError
 from .fingerprint import digest
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ def _cached(catalogue, embedder, cache_root, kind, extra, run, batch_size):
             np.save(tmp / f"{name}.npy", array)
         np.save(tmp / "rows.npy", rows)
         write_json(tmp / "meta.json", {
+            "files": record(tmp, [f"{name}.npy" for name in [*arrays, "rows"]]),
             "kind": kind, "catalogue": catalogue.spec, "catalogue_fingerprint": catalogue.fingerprint,
             "embedder": embedder.backbone.describe(), "views": list(embedder.views),
             "extra": list(extra), "n_images": len(rows), "skipped": skipped,
@@ -93,17 +95,15 @@ def _cached(catalogue, embedder, cache_root, kind, extra, run, batch_size):
 def _load(folder, mmap_mode=None):
     """(arrays, rows) of a complete cache entry, or None: absent, or damaged
     (then recomputed, never served)."""
-    meta = read_meta(folder)
-    if meta is None:
-        return None
     try:
+        meta = read_meta(folder)
+        if meta is None:
+            return None
+        check(folder, meta.get("files"))
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode=mmap_mode) for name in meta["shapes"]}
         rows = np.load(folder / "rows.npy")
-    except (OSError, ValueError, KeyError, EOFError) as e:
+    except (DamagedArtefact, OSError, ValueError, KeyError) as e:
         log.warning("cache entry %s is damaged (%s): recomputing it", folder, e)
-        return None
-    if any(list(a.shape) != meta["shapes"][n] for n, a in arrays.items()) or len(rows) != meta["n_images"]:
-        log.warning("cache entry %s does not match its meta.json: recomputing it", folder)
         return None
     return arrays, rows
 

@@ -1,0 +1,140 @@
+"""Damaged artefacts, as a crash, a full disk or an attacker leaves them:
+each is rebuilt (a cache entry) or refused with one clear line (a file the
+user named), never a segfault, a traceback or silently wrong scores."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import retrieval.features as features_module
+from retrieval.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def common(shop, cache):
+    return ["--catalogue", str(shop), "--backbone", "tiny_test", "--cache-dir", str(cache)]
+
+
+def flip_bytes(path: Path, at: float = 0.5):
+    data = bytearray(path.read_bytes())
+    middle = int(len(data) * at)
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path, fraction: float = 0.5):
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size * fraction)])
+
+
+def search(shop, cache, capsys, *extra):
+    capsys.readouterr()
+    code = main(["search", *common(shop, cache), "--image", str(shop / "red" / "red1.png"), "--k", "3", "--json",
+                 *extra])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+DAMAGES = {
+    "index.ann truncated": lambda d: truncate(d / "index.ann"),
+    "index.ann emptied": lambda d: truncate(d / "index.ann", 0),
+    "index.ann bit-flipped": lambda d: flip_bytes(d / "index.ann"),
+    "embeddings.npy bit-flipped": lambda d: flip_bytes(d / "embeddings.npy", 0.9),
+    "embeddings.npy deleted": lambda d: (d / "embeddings.npy").unlink(),
+    "meta.json not JSON": lambda d: (d / "meta.json").write_text("{oops"),
+    "meta.json without its record": lambda d: (d / "meta.json").write_text(json.dumps(
+        {k: v for k, v in json.loads((d / "meta.json").read_text()).items() if k != "files"})),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_index_is_refused_when_named_and_rebuilt_in_the_cache(class_folders, tmp_path, capsys, caplog,
+                                                                      damage):
+    named = tmp_path / "my-index"
+    assert main(["index", *common(class_folders, tmp_path / "cache"), "--index", str(named)]) == 0
+    DAMAGES[damage](named)
+    code, out, err = search(class_folders, tmp_path / "cache", capsys, "--index", str(named))
+    assert code == 2 and out == "" and "damaged" in err and "--rebuild" in err and len(err.strip().splitlines()) == 1
+
+    assert main(["index", *common(class_folders, tmp_path / "cache")]) == 0  # the cached one
+    cached = next((tmp_path / "cache" / "indexes").iterdir())
+    DAMAGES[damage](cached)
+    code, out, err = search(class_folders, tmp_path / "cache", capsys)
+    assert code == 0 and json.loads(out)[0]["id"] == "red/red1" and "rebuilding" in caplog.text
+
+
+def test_truncated_index_never_crashes_the_process(class_folders, tmp_path):
+    """Annoy memory-maps an index blindly: a truncated one used to segfault
+    (exit 139) on the first query. Run in a child so a crash can't hide."""
+    named = tmp_path / "ix"
+    args = [*common(class_folders, tmp_path / "cache"), "--index", str(named)]
+    run = lambda *extra: subprocess.run([sys.executable, "-m", "retrieval", *extra], cwd=ROOT, capture_output=True,
+                                        text=True)
+    assert run("index", *args).returncode == 0
+    truncate(named / "index.ann", 0.3)
+    searched = run("search", *args, "--image", str(class_folders / "red" / "red1.png"))
+    assert searched.returncode == 2, searched.stderr[-2000:]
+    assert "damaged" in searched.stderr and "Traceback" not in searched.stderr
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
+def test_damaged_features_are_recomputed_not_served(class_folders, tmp_path, capsys, caplog, damage):
+    cache = tmp_path / "cache"
+    code, first, _ = search(class_folders, cache, capsys)
+    features = next((cache / "features").glob("*/features.npy"))
+    (truncate if damage == "truncated" else flip_bytes)(features)
+    assert main(["index", *common(class_folders, cache), "--rebuild"]) == 0
+    code, again, err = search(class_folders, cache, capsys)
+    assert code == 0 and json.loads(again) == json.loads(first)
+    assert "damaged" in caplog.text
+
+
+def test_damaged_head_is_refused(class_folders, tmp_path, capsys):
+    from retrieval.backbones import create_backbone
+    from retrieval.embedder import Embedder, trained_head
+    from retrieval.heads import EmbeddingHead
+
+    run, backbone = tmp_path / "run", create_backbone("tiny_test")
+    Embedder(backbone, head=trained_head(EmbeddingHead(backbone.dim, 8, 0), backbone, "run")).save_pretrained(run)
+    code, out, _ = search(class_folders, tmp_path / "cache", capsys, "--head", str(run))
+    assert code == 0
+    flip_bytes(run / "head.safetensors", 0.8)
+    code, out, err = search(class_folders, tmp_path / "cache", capsys, "--head", str(run))
+    assert code == 2 and out == "" and "head.safetensors: damaged" in err
+
+
+def test_verify_finds_and_repairs_damage(class_folders, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    assert main(["index", *common(class_folders, cache)]) == 0
+    capsys.readouterr()
+    assert main(["verify", "--cache-dir", str(cache)]) == 0
+    assert "2 checked, 0 damaged" in capsys.readouterr().out  # features + index
+    flip_bytes(next((cache / "features").glob("*/features.npy")))
+    assert main(["verify", "--cache-dir", str(cache)]) == 1
+    assert "DAMAGED  features/" in capsys.readouterr().out
+    assert main(["verify", "--cache-dir", str(cache), "--repair"]) == 0
+    assert not list((cache / "features").iterdir())
+    assert main(["index", *common(class_folders, cache)]) == 0
+
+
+def test_a_failed_extraction_leaves_no_cache_entry(class_folders, tmp_path, monkeypatch, capsys):
+    """A crash while the features are written (here: the disk fills up) leaves
+    nothing half-written behind; the next run computes them whole."""
+    cache = tmp_path / "cache"
+    real_save = np.save
+
+    def full_disk(path, array):
+        if Path(path).name == "rows.npy":
+            raise OSError(28, "No space left on device")
+        real_save(path, array)
+
+    monkeypatch.setattr(features_module.np, "save", full_disk)
+    with pytest.raises(OSError):
+        main(["index", *common(class_folders, cache)])
+    assert not [p for p in (cache / "features").iterdir()]
+    monkeypatch.setattr(features_module.np, "save", real_save)
+    assert main(["index", *common(class_folders, cache)]) == 0
