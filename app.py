@@ -25,6 +25,11 @@ ROOT = Path(__file__).resolve().parent
 # under a second, so nothing a client still needs is lost, and the disk does
 # not fill with every image anyone ever searched with.
 UPLOAD_SWEEP, UPLOAD_MAX_AGE = 60, 300
+# Up to QUERY_CONCURRENCY requests run at once (in gradio's worker threads),
+# so concurrent queries reach the service together and share backbone passes
+# (retrieval/batching.py); more wait in a queue of at most QUEUE_SIZE, and
+# past that a client is told the server is busy instead of waiting minutes.
+QUERY_CONCURRENCY, QUEUE_SIZE = 16, 256
 SIDE_TITLES = {"pretrained": "Pretrained", "finetuned": "Fine-tuned"}
 NOT_UPLOADED = "the image must be uploaded with the request (gradio_client's handle_file); server paths are refused"
 # Result captions wrap instead of being cut off, and galleries grow to show
@@ -225,6 +230,7 @@ def build_demo(service: Service) -> gr.Blocks:
 
         gr.api(recommend, api_name="recommend")
         gr.api(catalogues, api_name="catalogues")
+    demo.queue(default_concurrency_limit=QUERY_CONCURRENCY, max_size=QUEUE_SIZE)
     return demo
 
 

@@ -64,15 +64,15 @@ class Recommender:
             "embedder_fingerprint": self.embedder.fingerprint,
         }
 
-    def features(self):
+    def features(self, progress=None):
         """Cached backbone features of the catalogue (N, V, D) and the rows they cover."""
-        return catalogue_features(self.catalogue, self.embedder, self.cache_dir)
+        return catalogue_features(self.catalogue, self.embedder, self.cache_dir, progress=progress)
 
-    def catalogue_embeddings(self):
-        features, rows = self.features()
+    def catalogue_embeddings(self, progress=None):
+        features, rows = self.features(progress)
         return self.embedder.embed_features(features), rows
 
-    def build(self, rebuild=False) -> "Recommender":
+    def build(self, rebuild=False, progress=None) -> "Recommender":
         """Load the matching index, or build (and cache) it. A damaged index
         in the cache is rebuilt; one in a folder the user named is refused."""
         expected = self.fingerprints()
@@ -86,11 +86,19 @@ class Recommender:
                     raise LookalikeError(f"{e}; rebuild it with `python -m retrieval index --rebuild "
                                          f"--index {self.index_dir}`") from e
                 log.warning("%s: rebuilding it", e)
+        if index is None and self.index_dir is not None:
+            _refuse_foreign_folder(self.index_dir, rebuild)
         if index is None:
-            embeddings, rows = self.catalogue_embeddings()
+            embeddings, rows = self.catalogue_embeddings(progress)
+            if progress is not None:
+                progress.start("building the index", len(rows), "items")
             meta = dict(expected, catalogue=self.catalogue.spec, embedding=self.embedder.name, rows=rows.tolist())
             index = build_index(folder, embeddings, meta)
-        self.index, self.rows = index, np.asarray(index.meta["rows"])
+        rows = index.meta.get("rows")
+        if not isinstance(rows, list) or len(rows) != index.meta["n_items"]:
+            raise DamagedArtefact(f"{folder}/meta.json: damaged (its rows don't match its {index.meta['n_items']} "
+                                  "items); rebuild it with `python -m retrieval index --rebuild`")
+        self.index, self.rows = index, np.asarray(rows)
         return self
 
     def query_features(self, image) -> np.ndarray:
@@ -118,3 +126,12 @@ class Recommender:
                 results.append(Result(len(results) + 1, self.catalogue.ids[row], names[self.catalogue.labels[row]],
                                       round(float(score), 4), row))
         return results
+
+
+def _refuse_foreign_folder(folder: Path, rebuild: bool):
+    """An index is written by replacing its folder whole: never replace a
+    folder of the user's that holds something other than an index."""
+    ours = rebuild and (folder / "meta.json").is_file()  # an index (maybe damaged) to rebuild
+    if folder.is_dir() and any(folder.iterdir()) and not ours:
+        raise LookalikeError(f"--index {folder} holds files but no index: refusing to replace them; "
+                             "name an empty or new folder")

@@ -31,14 +31,15 @@ def features_fingerprint(catalogue_fingerprint: str, embedder: Embedder) -> str:
     return digest("features", catalogue_fingerprint, embedder.features_fingerprint)
 
 
-def catalogue_features(catalogue: Catalogue, embedder: Embedder, cache_root, batch_size=BATCH_SIZE):
+def catalogue_features(catalogue: Catalogue, embedder: Embedder, cache_root, batch_size=BATCH_SIZE,
+                       progress=None):
     """Return (features float32 (N, V, dim), rows kept).
 
     Images that fail to decode are skipped, counted and logged; they never
     abort the build. `rows` are the catalogue rows the features belong to.
     """
     arrays, rows = _cached(catalogue, embedder, cache_root, "features", (),
-                           lambda batch: {"features": embedder.backbone_features(batch)}, batch_size)
+                           lambda batch: {"features": embedder.backbone_features(batch)}, batch_size, progress)
     return arrays["features"], rows
 
 
@@ -61,7 +62,7 @@ def stage_inputs(catalogue: Catalogue, embedder: Embedder, start: int, cache_roo
     return arrays["maps"], arrays["pooled"], rows
 
 
-def _cached(catalogue, embedder, cache_root, kind, extra, run, batch_size):
+def _cached(catalogue, embedder, cache_root, kind, extra, run, batch_size, progress=None):
     """Arrays `run` makes of the catalogue's images, from the cache or computed
     and cached (atomically); a subset reuses what its whole source cached."""
     folder = entry_dir(cache_root, kind, digest(kind, features_fingerprint(catalogue.fingerprint, embedder), *extra))
@@ -75,7 +76,7 @@ def _cached(catalogue, embedder, cache_root, kind, extra, run, batch_size):
         if cached is not None:
             return _slice_of_source(catalogue, source, *cached)
     started = time.perf_counter()
-    arrays, rows, skipped = extract(catalogue, embedder, run, batch_size)
+    arrays, rows, skipped = extract(catalogue, embedder, run, batch_size, progress)
     seconds = time.perf_counter() - started
     with atomic_dir(folder) as tmp:
         for name, array in arrays.items():
@@ -99,7 +100,7 @@ def _load(folder, mmap_mode=None):
         meta = read_meta(folder)
         if meta is None:
             return None
-        check(folder, meta.get("files"))
+        check(folder, meta.get("files"), required=[*(f"{name}.npy" for name in meta["shapes"]), "rows.npy"])
         arrays = {name: np.load(folder / f"{name}.npy", mmap_mode=mmap_mode) for name in meta["shapes"]}
         rows = np.load(folder / "rows.npy")
     except (DamagedArtefact, OSError, ValueError, KeyError) as e:
@@ -121,9 +122,10 @@ def _slice_of_source(catalogue: Catalogue, folder, arrays, source_rows):
             np.asarray(rows, dtype=np.int64))
 
 
-def extract(catalogue: Catalogue, embedder: Embedder, run, batch_size=BATCH_SIZE):
+def extract(catalogue: Catalogue, embedder: Embedder, run, batch_size=BATCH_SIZE, progress=None):
     """`run` (a batch of preprocessed images -> dict of arrays) over every
-    decodable image; returns (arrays, rows, number skipped)."""
+    decodable image; returns (arrays, rows, number skipped). `progress`
+    (a Progress) follows it, for the app's page."""
     chunks, rows, skipped = [], [], []
     batch, batch_rows = [], []
 
@@ -134,6 +136,8 @@ def extract(catalogue: Catalogue, embedder: Embedder, run, batch_size=BATCH_SIZE
             batch.clear()
             batch_rows.clear()
 
+    if progress is not None:
+        progress.start("extracting features", len(catalogue))
     for row in tqdm(range(len(catalogue)), desc=f"features {embedder.backbone.name}", unit="img"):
         try:
             batch.append(embedder.preprocess(catalogue.image(row)))
@@ -142,6 +146,8 @@ def extract(catalogue: Catalogue, embedder: Embedder, run, batch_size=BATCH_SIZE
             skipped.append(str(e))
         if len(batch) == batch_size:
             flush()
+            if progress is not None:
+                progress.advance(row + 1)
     flush()
     if skipped:
         log.warning("skipped %d unreadable image(s) in %s, e.g. %s",

@@ -25,7 +25,9 @@ AUDIT_QUERIES = 200
 # the vectors it indexes: past that --exact is the better tool.
 MIN_TREES, START_TREES_CAP, MAX_TREES = 10, 100, 400
 FILES = ("index.ann", "embeddings.npy")
-REQUIRED_META = ("dim", "n_items", "n_trees", "search_k", "recall_at_10", "files")
+# What an index and its callers read from its meta.json, and their types.
+REQUIRED_META = {"dim": int, "n_items": int, "n_trees": int, "search_k": int, "recall_at_10": (int, float),
+                 "files": dict}
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -48,27 +50,20 @@ class Index:
     met the recall target, loaded memory-mapped from its folder."""
 
     def __init__(self, folder: Path, meta: dict):
-        """Checked before Annoy sees the file: Annoy memory-maps it blindly,
-        and a truncated one crashes the process on the first query."""
+        """Everything is checked before Annoy sees its file: Annoy memory-maps
+        it blindly, and a truncated one crashes the process on a query."""
         self.folder, self.meta = Path(folder), meta
-        missing = [key for key in REQUIRED_META if key not in meta]
-        if missing:
-            raise DamagedArtefact(f"{self.folder}/meta.json: damaged or outdated (no {', '.join(missing)})")
-        check(self.folder, meta["files"])
-        try:
-            self.embeddings = np.load(self.folder / "embeddings.npy", mmap_mode="r")  # for --exact and audits
-        except (OSError, ValueError) as e:
-            raise DamagedArtefact(f"{self.folder}/embeddings.npy: damaged ({e})") from e
-        if self.embeddings.shape != (meta["n_items"], meta["dim"]) or self.embeddings.dtype != np.float32:
-            raise DamagedArtefact(f"{self.folder}/embeddings.npy: damaged ({self.embeddings.shape} "
-                                  f"{self.embeddings.dtype}, written as ({meta['n_items']}, {meta['dim']}) float32)")
-        self.annoy = AnnoyIndex(meta["dim"], "angular")
-        self.annoy.load(str(self.folder / "index.ann"))  # mmap
+        _check_meta(self.folder, meta)
+        check(self.folder, meta["files"], required=FILES)
+        self.embeddings = _load_embeddings(self.folder, meta)  # for --exact, audits and k >= n
+        self.annoy = _load_annoy(self.folder, meta)
         self.search_k = meta["search_k"]
 
     def search(self, query: np.ndarray, k: int, exact=False):
-        """(rows, cosine scores) of the k nearest items to one normalised query."""
-        if exact:
+        """(rows, cosine scores) of the k nearest items to one normalised query.
+        Exact when k covers every item: Annoy would return only the items its
+        tuned search_k reaches, and exact costs no more than visiting them all."""
+        if exact or k >= len(self.embeddings):
             rows, scores = exact_search(self.embeddings, query[None, :], k)
             return rows[0], scores[0]
         rows, dist = self.annoy.get_nns_by_vector(query.tolist(), k, search_k=self.search_k,
@@ -76,23 +71,68 @@ class Index:
         return np.asarray(rows), 1.0 - np.asarray(dist, dtype=np.float32) ** 2 / 2.0
 
 
+def _check_meta(folder: Path, meta: dict):
+    """The keys an index needs, of the types it needs: a damaged or older
+    meta.json is a DamagedArtefact, not a KeyError or TypeError later."""
+    wrong = [key for key, types in REQUIRED_META.items()
+             if not isinstance(meta.get(key), types) or isinstance(meta.get(key), bool)]
+    if wrong:
+        raise DamagedArtefact(f"{folder / 'meta.json'}: damaged or written by an older Lookalike "
+                              f"(missing or invalid: {', '.join(wrong)})")
+
+
+def _load_embeddings(folder: Path, meta: dict) -> np.ndarray:
+    """embeddings.npy, memory-mapped, with the shape and dtype meta.json records."""
+    path = folder / "embeddings.npy"
+    try:
+        embeddings = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise DamagedArtefact(f"{path}: damaged ({e})") from e
+    written = (meta["n_items"], meta["dim"])
+    if embeddings.shape != written or embeddings.dtype != np.float32:
+        raise DamagedArtefact(f"{path}: damaged (holds {embeddings.shape} {embeddings.dtype}, "
+                              f"meta.json records {written} float32)")
+    return embeddings
+
+
+def _load_annoy(folder: Path, meta: dict) -> AnnoyIndex:
+    """index.ann, memory-mapped (only once `check` has passed it)."""
+    annoy = AnnoyIndex(meta["dim"], "angular")
+    try:
+        annoy.load(str(folder / "index.ann"))
+    except OSError as e:
+        raise DamagedArtefact(f"{folder / 'index.ann'}: damaged ({str(e).split('. ')[0]})") from e
+    return annoy
+
+
 def open_index(folder, expected: dict) -> Index | None:
-    """Load the index in `folder` if it exists; refuse one built for other
-    data (LookalikeError) and a damaged one (DamagedArtefact).
+    """Load the index in `folder` if it exists (None when it doesn't); refuse
+    one built for other data (LookalikeError) and a damaged one
+    (DamagedArtefact: a cache entry is rebuilt, a folder the user named is not).
 
     `expected` holds the fingerprints the caller needs (catalogue, features, embedder).
     """
     meta = read_meta(folder)
     if meta is None:
         return None
-    wrong = {k: (meta.get(k), v) for k, v in expected.items() if meta.get(k) != v}
+    _check_fingerprints(Path(folder), meta, expected)
+    return Index(folder, meta)
+
+
+def _check_fingerprints(folder: Path, meta: dict, expected: dict):
+    """A fingerprint missing from meta.json is damage; one that differs means
+    the index was built for another catalogue or model."""
+    missing = [key for key in expected if key not in meta]
+    if missing:
+        raise DamagedArtefact(f"{folder / 'meta.json'}: damaged or written by an older Lookalike "
+                              f"(missing: {', '.join(missing)})")
+    wrong = {k: (meta[k], v) for k, v in expected.items() if meta[k] != v}
     if wrong:
         detail = "; ".join(f"{k}: index has {a!r}, wanted {b!r}" for k, (a, b) in wrong.items())
         raise LookalikeError(
             f"index in {folder} was built for another catalogue or model ({detail}). "
             "Rebuild it with `python -m retrieval index` for this catalogue/backbone/head, "
             "or point --index elsewhere")
-    return Index(folder, meta)
 
 
 def build_index(folder, embeddings: np.ndarray, meta: dict, seed=0) -> Index:

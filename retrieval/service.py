@@ -6,12 +6,14 @@ render-ready (answers.py): the page and the API show the same records."""
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from .answers import SIDES, Answer, Match, QueryItem, Side
 from .backbones import Backbone, create_backbone, resolve_backbone
+from .batching import QueryBatcher
 from .cache import cache_root
 from .catalogues import Catalogue, load_catalogue
 from .embedder import Head, create_embedder, load_head
@@ -105,6 +107,7 @@ class Service:
         self.thumbnails = Thumbnails(cache_root(cache_dir) / "thumbnails")
         self._backbones = dict(backbones or {})  # name -> Backbone, shared by every catalogue
         self._catalogues = {}                    # (spec, classes, per_class) -> Catalogue
+        self._batchers, self._batchers_lock = {}, threading.Lock()  # one per backbone in use
         self.served: list = []
         for config in configs:
             self.served.append(self._open(config))
@@ -214,19 +217,28 @@ class Service:
         elif image is None:
             raise LookalikeError("no query image: upload, paste or snap one, or click a catalogue item")
         image = open_image(image)  # validated once, for both sides
-        features, sides = {}, {}  # one backbone pass per distinct backbone (--unfreeze heads have their own)
+        features, sides = {}, {}  # one backbone pass per distinct backbone and views (--unfreeze heads have their own)
         for side in SIDES:
             rec = getattr(served, side)
             if rec is None:
                 sides[side] = Side(None, note=served.finetuned_note)
                 continue
-            if id(rec.embedder.backbone) not in features:
-                features[id(rec.embedder.backbone)] = rec.query_features(image)
-            results = rec.search_features(features[id(rec.embedder.backbone)], k, exclude_row=query_row)
+            key = (id(rec.embedder.backbone), rec.embedder.views)
+            if key not in features:
+                features[key] = self._batcher(rec.embedder)(rec.embedder.preprocess(image))
+            results = rec.search_features(features[key], k, exclude_row=query_row)
             sides[side] = Side(rec.embedding_name, [
                 Match(r.rank, r.id, r.label, r.score, r.row, self.thumbnails.path(cat, r.row),
                       None if query is None else r.label == query.label) for r in results])
         return Answer(served.config.name, served.backbone, k, query, sides)
+
+    def _batcher(self, embedder) -> QueryBatcher:
+        """Concurrent queries on one backbone share its passes (batching.py)."""
+        with self._batchers_lock:
+            key = (id(embedder.backbone), embedder.views)
+            if key not in self._batchers:
+                self._batchers[key] = QueryBatcher(embedder.backbone_features)
+            return self._batchers[key]
 
     def recommend(self, image, catalogue: str, k: int = 10, backbone=None, query_row=None) -> dict:
         """The /recommend JSON of `answer`."""

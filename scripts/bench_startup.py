@@ -42,8 +42,8 @@ def page_answers(url: str) -> bool:
 @contextmanager
 def running_app(app_args, timeout: float, env=None, stderr=subprocess.DEVNULL):
     """Start app.py on a free port; once its page answers and no catalogue is
-    building any more, yield (client, timings: page_up_s, all_ready_s, seconds
-    from launch); stop it on leaving. `stderr`: where its log goes (a file, not
+    building any more, yield (client, info: page_up_s, all_ready_s (seconds
+    from launch), url, pid); stop it on leaving. `stderr`: where its log goes (a file, not
     an unread pipe, which would stall it once full)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -66,7 +66,8 @@ def running_app(app_args, timeout: float, env=None, stderr=subprocess.DEVNULL):
                 raise RuntimeError(f"catalogues still building after {timeout:.0f} s")
             # each poll costs the app some CPU: poll rarely once it is clearly a cold start
             time.sleep(0.2 if waited < 60 else 2.0)
-        yield client, {"page_up_s": page_up, "all_ready_s": time.perf_counter() - started}
+        yield client, {"page_up_s": page_up, "all_ready_s": time.perf_counter() - started, "url": url,
+                       "pid": app.pid}
     finally:
         app.terminate()
         app.wait(timeout=30)

@@ -138,3 +138,12 @@ def test_a_failed_extraction_leaves_no_cache_entry(class_folders, tmp_path, monk
     assert not [p for p in (cache / "features").iterdir()]
     monkeypatch.setattr(features_module.np, "save", real_save)
     assert main(["index", *common(class_folders, cache)]) == 0
+
+
+def test_index_never_replaces_a_folder_of_other_files(class_folders, tmp_path, capsys):
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"precious")
+    assert main(["index", *common(class_folders, tmp_path / "cache"), "--index", str(mine)]) == 2
+    assert "refusing to replace them" in capsys.readouterr().err
+    assert (mine / "holiday.jpg").read_bytes() == b"precious"

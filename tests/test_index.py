@@ -1,7 +1,16 @@
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
-from retrieval.errors import LookalikeError
+from retrieval.artefacts import record
+from retrieval.errors import DamagedArtefact, LookalikeError
 from retrieval.index import build_index, exact_search, l2_normalise, open_index
 
 
@@ -29,3 +38,155 @@ def test_index_for_other_data_is_refused(tmp_path):
     assert open_index(tmp_path / "ix", {"catalogue_fingerprint": "a"}) is not None
     with pytest.raises(LookalikeError, match="another catalogue"):
         open_index(tmp_path / "ix", {"catalogue_fingerprint": "b"})
+
+
+# Damaged indexes, as a crash, a full disk, a careless copy or an attacker
+# leaves them: each must be a DamagedArtefact naming the file, never a
+# segfault, a traceback or silently wrong results.
+
+ROOT = Path(__file__).resolve().parents[1]
+DIM = 32
+EXPECTED = {"catalogue_fingerprint": "a"}
+# Opens the index and queries it in a child process, so that a crash in
+# Annoy shows as the child's exit code instead of killing pytest. argv:
+# folder, and "sizes" to check only sizes on open (as for an index too large
+# to hash each time it is opened).
+CHILD = """
+import sys
+import retrieval.artefacts as artefacts
+from retrieval.errors import DamagedArtefact
+from retrieval.index import open_index
+if sys.argv[2] == "sizes":
+    artefacts.HASH_ON_OPEN_BYTES = 0
+try:
+    index = open_index(sys.argv[1], {"catalogue_fingerprint": "a"})
+    for query in index.embeddings[:50]:
+        index.search(query, 10)
+except DamagedArtefact as e:
+    print(e)
+    sys.exit(3)
+print("served results")
+"""
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("built") / "ix"
+    build_index(folder, _clustered(n=300, dim=DIM), EXPECTED)
+    return folder
+
+
+@pytest.fixture
+def ix(built, tmp_path):
+    """A fresh copy of a small index for each test to damage."""
+    return Path(shutil.copytree(built, tmp_path / "ix"))
+
+
+def truncate(path: Path, fraction: float, unit=1):
+    """Cut `path` to `fraction` of its size, at a multiple of `unit` bytes."""
+    path.write_bytes(path.read_bytes()[:int(path.stat().st_size // unit * fraction) * unit])
+
+
+def flip_bytes(path: Path, at=0.5):
+    data = bytearray(path.read_bytes())
+    middle = int(len(data) * at)
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
+    path.write_bytes(bytes(data))
+
+
+def edit_meta(folder: Path, **changes):
+    """Rewrite meta.json with keys changed (None: removed)."""
+    meta = json.loads((folder / "meta.json").read_text())
+    meta.update(changes)
+    (folder / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+
+
+def replace_and_rerecord(folder: Path, name: str, data: bytes):
+    """Replace a file and its record alike: only the contents are wrong."""
+    (folder / name).write_bytes(data)
+    files = json.loads((folder / "meta.json").read_text())["files"]
+    edit_meta(folder, files=dict(files, **record(folder, [name])))
+
+
+def npy_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+ANNOY_NODE_BYTES = 12 + 4 * DIM  # an angular node: descendants, two children, the vector
+
+IN_CHILD = {  # damage -> (checks on open, what the one-line error must say)
+    "index.ann truncated to half": (lambda d: truncate(d / "index.ann", 0.5), "sizes",
+                                    r"index.ann: damaged \(size \d+ bytes, written as \d+"),
+    # whole nodes: Annoy loads it and follows children past the end (segfault)
+    "index.ann truncated to a quarter": (lambda d: truncate(d / "index.ann", 0.25, ANNOY_NODE_BYTES), "sizes",
+                                         r"index.ann: damaged \(size \d+ bytes, written as \d+"),
+    "index.ann emptied": (lambda d: truncate(d / "index.ann", 0), "sizes",
+                          r"index.ann: damaged \(size 0 bytes, written as \d+"),
+    "index.ann bit-flipped": (lambda d: flip_bytes(d / "index.ann"), "default",
+                              r"index.ann: damaged \(its checksum differs"),
+}
+
+
+@pytest.mark.parametrize("damage", IN_CHILD)
+def test_damaged_annoy_file_is_refused_and_never_crashes(ix, damage):
+    apply, checks, message = IN_CHILD[damage]
+    apply(ix)
+    child = subprocess.run([sys.executable, "-c", CHILD, str(ix), checks], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert child.returncode == 3, f"exit {child.returncode} (-11: segfault): {child.stdout}{child.stderr[-1500:]}"
+    assert re.search(message, child.stdout) and len(child.stdout.strip().splitlines()) == 1, child.stdout
+
+
+IN_PROCESS = {  # damage -> what the DamagedArtefact must say
+    "embeddings.npy bit-flipped": (lambda d: flip_bytes(d / "embeddings.npy", 0.9),
+                                   r"embeddings.npy: damaged \(its checksum differs"),
+    "embeddings.npy deleted": (lambda d: (d / "embeddings.npy").unlink(), r"embeddings.npy: missing"),
+    "index.ann deleted": (lambda d: (d / "index.ann").unlink(), r"index.ann: missing"),
+    "meta.json not JSON": (lambda d: (d / "meta.json").write_text("{oops"),
+                           r"meta.json: damaged \(JSONDecodeError"),
+    "meta.json not an object": (lambda d: (d / "meta.json").write_text("[1, 2]"),
+                                r"meta.json: damaged \(not a JSON object"),
+    "meta.json without search_k": (lambda d: edit_meta(d, search_k=None),
+                                   r"meta.json: damaged or written by an older Lookalike "
+                                   r"\(missing or invalid: search_k"),
+    "meta.json with a dim that isn't a number": (lambda d: edit_meta(d, dim="32"), r"missing or invalid: dim"),
+    "meta.json without a fingerprint": (lambda d: edit_meta(d, catalogue_fingerprint=None),
+                                        r"meta.json: damaged .*\(missing: catalogue_fingerprint"),
+    "meta.json from before files were recorded": (lambda d: edit_meta(d, files=None),
+                                                  r"older Lookalike \(missing or invalid: files"),
+    "record without index.ann": (lambda d: edit_meta(d, files={
+        "embeddings.npy": json.loads((d / "meta.json").read_text())["files"]["embeddings.npy"]}),
+        r"index.ann: not in the record"),
+    "meta.json with another n_items": (lambda d: edit_meta(d, n_items=299),
+                                       r"embeddings.npy: damaged \(holds \(300, 32\) float32, "
+                                       r"meta.json records \(299, 32\)"),
+    "embeddings.npy of another dtype": (lambda d: replace_and_rerecord(
+        d, "embeddings.npy", npy_bytes(np.load(d / "embeddings.npy").astype(np.float64))),
+        r"embeddings.npy: damaged \(holds \(300, 32\) float64"),
+    "index.ann not an Annoy file": (lambda d: replace_and_rerecord(d, "index.ann", b"\x01" * 1001),
+                                    r"index.ann: damaged \(Index size is not a multiple of vector size\)"),
+}
+
+
+@pytest.mark.parametrize("damage", IN_PROCESS)
+def test_damaged_index_is_refused_with_one_clear_line(ix, damage):
+    apply, message = IN_PROCESS[damage]
+    apply(ix)
+    with pytest.raises(DamagedArtefact, match=message) as refused:
+        open_index(ix, EXPECTED)
+    assert "\n" not in str(refused.value)
+
+
+def test_an_undamaged_copy_opens_and_no_index_is_none(ix, tmp_path):
+    assert open_index(ix, EXPECTED).meta["files"].keys() == {"index.ann", "embeddings.npy"}
+    assert open_index(tmp_path / "none", EXPECTED) is None
+
+
+def test_k_beyond_the_catalogue_returns_every_item_ranked(ix):
+    index = open_index(ix, EXPECTED)
+    query = index.embeddings[7]
+    rows, scores = index.search(query, 350)
+    assert sorted(rows.tolist()) == list(range(300))
+    assert rows[0] == 7 and np.all(np.diff(scores) <= 1e-6)
