@@ -78,11 +78,29 @@ def status_markdown(service: Service) -> str:
         head += f", {s['items']} items)" if s["items"] is not None else ")"
         state = s["status"]
         if state == "building":
-            so_far = f", {s['building_seconds']} s so far" if s["building_seconds"] is not None else ", queued"
-            state = f"building or reusing its features and indexes{so_far} (progress bars in the server log)…"
+            state = progress_text(s["progress"]) if s["progress"] else "queued (another catalogue is building)"
         fine = f" · fine-tuned: {s['finetuned']}" if s["finetuned"] else " · no fine-tuned head"
         lines.append(f"- {head}: {state}" + (fine if s["status"] == "ready" else ""))
     return "\n".join(lines)
+
+
+def progress_text(progress: dict) -> str:
+    """'extracting features ▓▓▓░░░░░░░ 1,234 / 4,052 images (30%), about 2 min left'."""
+    if not progress["total"]:
+        return f"{progress['phase']}…"
+    filled = round(10 * progress["done"] / progress["total"])
+    left = progress["seconds_left"]
+    eta = "" if left is None else f", about {left // 60} min {left % 60} s left" if left >= 60 else f", about {left} s left"
+    return (f"{progress['phase']} {'▓' * filled}{'░' * (10 - filled)} {progress['done']:,} / "
+            f"{progress['total']:,} {progress['unit']} ({progress['percent']}%){eta}")
+
+
+def train_missing_head(recommender, run_dir, progress):
+    """The app's trainer: a catalogue's configured head that does not exist
+    yet is trained once its features are there (python -m finetune's defaults)."""
+    from finetune.pipeline import finetune
+
+    finetune(recommender, run_dir, source={"catalogue": recommender.catalogue.spec}, progress=progress)
 
 
 def metrics_markdown(name: str, backbone: str, validation: dict | None, note: str) -> str:
@@ -279,7 +297,7 @@ def main(argv=None) -> int:
     try:
         configs = [] if args.no_manifest else load_manifest(args.manifest)
         configs += [CatalogueConfig(backbone=args.backbone, per_class=args.per_class, **c) for c in args.extra]
-        service = Service(configs, cache_dir=args.cache_dir, device=args.device)
+        service = Service(configs, cache_dir=args.cache_dir, device=args.device, trainer=train_missing_head)
     except LookalikeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -2,24 +2,21 @@
 pretrained backbone features, validated on classes it never trains on."""
 
 import argparse
-import copy
 import logging
 import sys
-from dataclasses import asdict, fields
+from dataclasses import fields
 
 from retrieval.allocator import keep_freed_memory
 from retrieval.backbones import available_backbones, backbone_spec, default_device
 from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
 from retrieval.evaluate import METRIC_KEYS, METRIC_TITLES
-from retrieval.features import stage_inputs
-from retrieval.stages import StagedNet
 
 from .hub import push_run
-from .inputs import FrozenFeatures, StageInputs
 from .losses import LOSSES, describe_losses
-from .run_dir import check_output, save_run
-from .train import TrainConfig, train_head
+from .pipeline import finetune
+from .run_dir import check_output
+from .train import TrainConfig
 from .whitening import KINDS
 
 DEFAULT_CATALOGUE = "hub:tanganke/stanford_cars:train"
@@ -92,40 +89,14 @@ def check_arguments(parser, args):
 def run(args) -> int:
     output = check_output(args.output, args.overwrite)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
-    device = default_device(args.device)
     rec = Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes, per_class=args.per_class,
                            cache_dir=args.cache_dir, device=args.device)
-    inputs, rows = training_inputs(rec, args.unfreeze)
-    catalogue = rec.catalogue
-    labels = [catalogue.labels[r] for r in rows]
-    names = catalogue.label_names
-    result = train_head(inputs, labels, config, device, names)
-    training = dict(asdict(config), catalogue=args.catalogue, classes=args.classes, per_class=args.per_class,
-                    unfreeze=args.unfreeze, device=str(device), **rec.fingerprints())
-    save_run(output, result, rec.embedder.backbone, training, names, rec.embedder.views)
+    source = {"catalogue": args.catalogue, "classes": args.classes, "per_class": args.per_class}
+    result = finetune(rec, output, config, args.unfreeze, default_device(args.device), source)
     print(report(result, output))
     if args.push_to_hub:
         print(f"pushed to {push_run(output, args.push_to_hub)}")
     return 0
-
-
-def training_inputs(rec: Recommender, unfreeze: int):
-    """(inputs for train_head, catalogue rows): cached features, or with
-    --unfreeze N the cached inputs of the last N stages."""
-    if unfreeze == 0:
-        features, rows = rec.features()
-        return FrozenFeatures(features), rows
-    backbone = rec.embedder.backbone
-    if not isinstance(backbone.model, StagedNet):
-        raise LookalikeError(f"--unfreeze needs a backbone made of stages (efficientnet_lite0 or a resnet), "
-                             f"not {backbone.name}")
-    n_stages = len(backbone.model.stages)
-    if not 0 < unfreeze < n_stages:
-        raise LookalikeError(f"--unfreeze must be 0..{n_stages - 1} for {backbone.name}, not {unfreeze}")
-    start = n_stages - unfreeze
-    maps, pooled, rows = stage_inputs(rec.catalogue, rec.embedder, start, rec.cache_dir)
-    tail = copy.deepcopy(backbone.model.tail(start)).float().requires_grad_(True)
-    return StageInputs(maps, pooled, tail), rows
 
 
 def report(result, output) -> str:

@@ -63,9 +63,11 @@ def seed_everything(seed: int):
     torch.manual_seed(seed)
 
 
-def train_head(inputs, labels, config: TrainConfig, device=torch.device("cpu"), names=None) -> TrainResult:
+def train_head(inputs, labels, config: TrainConfig, device=torch.device("cpu"), names=None,
+               progress=None) -> TrainResult:
     """inputs: (N, V, dim) backbone features of each image's views, or
-    StageInputs (`--unfreeze`); labels: (N,) ints."""
+    StageInputs (`--unfreeze`); labels: (N,) ints; `progress` (a Progress)
+    counts epochs, for the app's page."""
     if config.epochs < 1 and config.loss != "none":
         raise LookalikeError(f"--epochs must be at least 1, not {config.epochs}")
     seed_everything(config.seed)
@@ -98,23 +100,27 @@ def train_head(inputs, labels, config: TrainConfig, device=torch.device("cpu"), 
     if config.loss != "none":
         best_state, stale = copy.deepcopy(head.state_dict()), 0
         epochs = Epochs(head, inputs, split.train, train_labels, config, device)
-        progress = tqdm(range(1, config.epochs + 1), desc=f"fine-tune {config.loss}", unit="epoch")
-        for epoch in progress:
+        if progress is not None:
+            progress.start("fine-tuning a head", config.epochs, "epochs")
+        bar = tqdm(range(1, config.epochs + 1), desc=f"fine-tune {config.loss}", unit="epoch")
+        for epoch in bar:
             loss = epochs.run(epoch)
+            if progress is not None:
+                progress.advance(epoch)
             views = pretrained_validation
             if head.tail is not None:  # the stages moved: the whitening follows them, validation reruns them
                 fit_head_whitening(head, inputs.all_views(split.train, device), train_labels, config)
                 views = inputs.all_views(split.validation, device).numpy()
             entry = dict(epoch=epoch, loss=round(loss, 5), **validate(head, views))
             result.history.append(entry)
-            progress.set_postfix(loss=entry["loss"], r1=round(entry["recall_at_1"], 3),
+            bar.set_postfix(loss=entry["loss"], r1=round(entry["recall_at_1"], 3),
                                  map_r=round(entry["map_at_r"], 4))
             if entry["map_at_r"] > result.best["map_at_r"]:
                 result.best, best_state, stale = dict(entry), copy.deepcopy(head.state_dict()), 0
             else:
                 stale += 1
                 if stale >= config.patience:
-                    progress.write(f"early stop: validation MAP@R has not improved for {stale} epochs")
+                    bar.write(f"early stop: validation MAP@R has not improved for {stale} epochs")
                     break
         head.load_state_dict(best_state)
     result.head = head.cpu().eval()

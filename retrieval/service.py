@@ -8,7 +8,7 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .answers import SIDES, Answer, Match, QueryItem, Side
@@ -21,6 +21,7 @@ from .engine import Recommender
 from .errors import LookalikeError
 from .images import open_image
 from .manifest import CatalogueConfig, finetune_command
+from .progress import Progress
 from .thumbnails import Thumbnails
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,31 @@ class Served:
     finetuned_note: str = ""    # why there is no fine-tuned side, and how to make one
     status: str = "building"    # building | ready | unavailable: reason
     build_started: float | None = None  # time.monotonic() when its build began
+    progress: Progress = field(default_factory=Progress)
 
     @property
     def ready(self) -> bool:
         return self.status == "ready"
 
-    def build(self, backbone: Backbone, cache_dir):
+    @property
+    def head_to_train(self) -> bool:
+        """A head is configured in a RUN_DIR that does not exist yet."""
+        head = self.config.head
+        return self.head is None and bool(head) and not head.startswith("hub:") and not Path(head).exists()
+
+    def build(self, backbone: Backbone, cache_dir, trainer=None):
         """Make both recommenders on the (shared) backbone; build or reuse the
-        cached features and both indexes."""
+        cached features and both indexes. `trainer(recommender, run_dir,
+        progress)` makes a configured head that does not exist yet."""
         self.build_started = time.monotonic()
-        self.pretrained = Recommender(self.catalogue, create_embedder(backbone), cache_dir).build()
+        self.pretrained = Recommender(self.catalogue, create_embedder(backbone), cache_dir).build(
+            progress=self.progress)
+        if trainer is not None and self.head_to_train:
+            try:
+                trainer(self.pretrained, self.config.head, self.progress)
+                self.head, self.finetuned_note = load_head(self.config.head), ""
+            except LookalikeError as e:
+                self.finetuned_note = _no_head(self.config, e)
         if self.head is not None:
             try:
                 self.finetuned = Recommender(self.catalogue, create_embedder(backbone, self.head), cache_dir).build()
@@ -67,6 +83,7 @@ class Served:
                 "status": self.status,
                 "building_seconds": round(time.monotonic() - self.build_started)
                 if self.status == "building" and self.build_started else None,
+                "progress": self.progress.describe() if self.status == "building" and self.build_started else None,
                 "items": len(self.catalogue) if self.catalogue else None,
                 "pretrained": self.backbone if self.catalogue else None,
                 "finetuned": f"{self.backbone} + {self.head.name}" if self.head else None,
@@ -102,8 +119,9 @@ class Example:
 class Service:
     """Opens every configured catalogue, builds its indexes and answers queries."""
 
-    def __init__(self, configs, cache_dir=None, device="auto", backbones=None):
-        self.cache_dir, self.device = cache_dir, device
+    def __init__(self, configs, cache_dir=None, device="auto", backbones=None, trainer=None):
+        """`trainer` (see Served.build) makes missing heads during the build."""
+        self.cache_dir, self.device, self.trainer = cache_dir, device, trainer
         self.thumbnails = Thumbnails(cache_root(cache_dir) / "thumbnails")
         self._backbones = dict(backbones or {})  # name -> Backbone, shared by every catalogue
         self._catalogues = {}                    # (spec, classes, per_class) -> Catalogue
@@ -153,7 +171,7 @@ class Service:
             log.info("catalogue %s (%s): building or reusing features and indexes", served.config.name,
                      served.backbone)
             try:
-                served.build(self._backbone(served.backbone), self.cache_dir)
+                served.build(self._backbone(served.backbone), self.cache_dir, self.trainer)
             except Exception as e:  # keep serving the others, say why
                 log.exception("catalogue %s failed to build", served.config.name)
                 served.status = f"unavailable: {type(e).__name__}: {e}"

@@ -359,3 +359,43 @@ def test_python_app_py_serves_a_folder_end_to_end(class_folders, tmp_path):
         except RuntimeError as e:
             pytest.fail(f"{e}\n{log.read_text()}")
     assert answer["pretrained"]["results"][0]["id"] == "blue/blue3"
+
+
+def test_a_missing_head_is_trained_by_the_build_with_progress(tmp_path):
+    """The demo's first start: the page is up before any work; the build then
+    extracts features and trains the configured head that does not exist yet
+    (progress on the page), and serves it."""
+    from retrieval.progress import Progress
+
+    shop = tmp_path / "shop"
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        (shop / f"class{c}").mkdir(parents=True)
+        colour = rng.integers(0, 255, 3)
+        for i in range(4):
+            pixels = np.clip(colour + rng.normal(0, 20, (32, 40, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(shop / f"class{c}" / f"{i}.png")
+    run_dir = tmp_path / "runs" / "shop"
+    seen = []
+
+    def trainer(rec, output, progress):
+        seen.append(progress.describe()["phase"])  # features were extracted before training
+        app.train_missing_head(rec, output, progress)
+        seen.append(progress.describe())
+
+    service = Service([CatalogueConfig("shop", str(shop), "tiny_test", head=str(run_dir))],
+                      cache_dir=tmp_path / "cache", trainer=trainer)
+    assert service.status()[0]["progress"] is None and service.get("shop").head is None
+    service.build_all()
+    served = service.get("shop")
+    assert served.ready and served.finetuned is not None and (run_dir / "head.safetensors").is_file()
+    assert seen[0] == "building the index"
+    assert seen[1]["phase"] == "fine-tuning a head" and seen[1]["unit"] == "epochs" and seen[1]["done"] >= 1
+    answer = service.recommend(None, "shop", 3, query_row=0)
+    assert answer["finetuned"]["embedding"] == "tiny_test + shop" and len(answer["finetuned"]["results"]) == 3
+
+    progress = Progress()
+    progress.start("extracting features", 4052)
+    progress.advance(1013)
+    text = app.progress_text(progress.describe())
+    assert text.startswith("extracting features ▓▓░░░░░░░░ 1,013 / 4,052 images (25%)")
