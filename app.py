@@ -25,11 +25,13 @@ ROOT = Path(__file__).resolve().parent
 # under a second, so nothing a client still needs is lost, and the disk does
 # not fill with every image anyone ever searched with.
 UPLOAD_SWEEP, UPLOAD_MAX_AGE = 60, 300
-# Up to QUERY_CONCURRENCY requests run at once (in gradio's worker threads),
-# so concurrent queries reach the service together and share backbone passes
-# (retrieval/batching.py); more wait in a queue of at most QUEUE_SIZE, and
-# past that a client is told the server is busy instead of waiting minutes.
-QUERY_CONCURRENCY, QUEUE_SIZE = 16, 256
+# Up to QUERY_CONCURRENCY requests run at once (in gradio's worker threads)
+# and hand their images to one batching worker (retrieval/batching.py); more
+# wait in a queue of at most QUEUE_SIZE, and past that a client is told the
+# server is busy instead of waiting minutes. 4 rather than 16: with 16, the
+# server spent 96 instead of 66 ms of CPU per request under 32 users
+# (BENCHMARKS.md), on threads that only wait for the worker.
+QUERY_CONCURRENCY, QUEUE_SIZE = 4, 256
 SIDE_TITLES = {"pretrained": "Pretrained", "finetuned": "Fine-tuned"}
 NOT_UPLOADED = "the image must be uploaded with the request (gradio_client's handle_file); server paths are refused"
 # Result captions wrap instead of being cut off, and galleries grow to show

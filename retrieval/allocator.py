@@ -15,7 +15,7 @@ import sys
 
 log = logging.getLogger(__name__)
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
 THRESHOLD = 1 << 30  # larger than any activation map of a batch of 64 views
 
 
@@ -29,6 +29,10 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     taken = bool(mallopt(M_MMAP_THRESHOLD, THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, THRESHOLD))
+    # one arena for every thread: the app's request threads and its batching
+    # worker then reuse the memory the main thread's passes freed, instead of
+    # each growing (and page-faulting) an arena of its own
+    taken = bool(mallopt(M_ARENA_MAX, 1)) and taken
     if not taken:
         log.debug("malloc did not take the mmap/trim thresholds; feature extraction runs slower")
     return taken

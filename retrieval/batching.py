@@ -1,20 +1,22 @@
 """Concurrent queries share backbone passes. The backbone is the cost of a
-query, and on a CPU one pass over 8 images costs far less than 8 passes over
-one. Callers hand in preprocessed images and wait; one worker thread takes
-whatever has queued up while the previous pass ran and runs it as one batch.
-A lone query waits for nothing: batching only happens under load."""
+query, and on a CPU one pass over 8 images costs less than 8 passes over
+one. Callers hand in their images and wait; one worker thread takes whatever
+has queued up while the previous pass ran and runs it as one batch. A lone
+query waits for nothing: batching only happens under load.
+
+All of a query's torch work runs in that one thread: torch called from many
+request threads at once gives each its own OpenMP team of spinning threads,
+which cost more CPU than the work (measured with 16 request threads)."""
 
 import queue
 import threading
 from concurrent.futures import Future
 
-import torch
-
 MAX_BATCH = 16  # queries per pass: beyond this a pass is long enough to hold back the next ones
 
 
 class QueryBatcher:
-    """`run` maps a batch tensor (N, ...) to per-item results (N, ...)."""
+    """`run` maps a list of items to the list of their results."""
 
     def __init__(self, run, max_batch: int = MAX_BATCH):
         self._run, self._max = run, max_batch
@@ -22,8 +24,8 @@ class QueryBatcher:
         self._worker = threading.Thread(target=self._serve, name="query-batcher", daemon=True)
         self._worker.start()
 
-    def __call__(self, item: torch.Tensor):
-        """The result for one preprocessed image (blocks until its batch ran)."""
+    def __call__(self, item):
+        """The result for one item (blocks until its batch ran)."""
         future: Future = Future()
         self._queue.put((item, future))
         return future.result()
@@ -37,7 +39,7 @@ class QueryBatcher:
                 except queue.Empty:
                     break
             try:
-                results = self._run(torch.stack([item for item, _ in batch]))
+                results = self._run([item for item, _ in batch])
             except BaseException as e:  # every waiting caller hears of it, the worker lives on
                 for _, future in batch:
                     future.set_exception(e)

@@ -109,14 +109,16 @@ class Recommender:
         return self.search_features(self.query_features(image), k, exact)
 
     def search_features(self, features: np.ndarray, k=5, exact=False, exclude_row=None) -> list:
-        """Top-k results for one image's backbone features (V, D) (lets two
-        recommenders share one backbone pass per query); `exclude_row` leaves
-        a catalogue item used as the query out of its own results."""
+        """Top-k results for one image's backbone features (V, D)."""
+        return self.search_embedding(self.embedder.embed_features(features[None])[0], k, exact, exclude_row)
+
+    def search_embedding(self, query: np.ndarray, k=5, exact=False, exclude_row=None) -> list:
+        """Top-k results for one query embedding; `exclude_row` leaves a
+        catalogue item used as the query out of its own results."""
         if self.index is None:
             self.build()
         if k < 1:
             raise LookalikeError(f"k must be at least 1, not {k}")
-        query = self.embedder.embed_features(features[None])[0]
         positions, scores = self.index.search(query, k + (exclude_row is not None), exact=exact)
         names = self.catalogue.label_names
         results = []

@@ -29,10 +29,6 @@ class Preprocessing:
         """JSON-able and complete: what fingerprints and run configs record."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
     def transform(self):
         """PIL RGB image -> normalised float tensor (3, H, W)."""
         from torchvision import transforms as T  # here, not at import: ~3 s of the app's start

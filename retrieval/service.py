@@ -77,6 +77,22 @@ class Served:
                 self.head, self.finetuned_note = None, _no_head(self.config, e)
         self.status = "ready"
 
+    def embed_queries(self, images) -> list:
+        """Validated query images -> per image {side: query embedding}, with
+        one backbone pass per distinct backbone and views (a head with
+        --unfreeze stages has its own backbone)."""
+        features, out = {}, [{} for _ in images]
+        for side in SIDES:
+            rec = getattr(self, side)
+            if rec is None:
+                continue
+            key = (id(rec.embedder.backbone), rec.embedder.views)
+            if key not in features:
+                features[key] = rec.embedder.features(images)
+            for query, embedding in zip(out, rec.embedder.embed_features(features[key])):
+                query[side] = embedding
+        return out
+
     def describe(self) -> dict:
         """JSON-friendly status, for the UI and the /catalogues endpoint."""
         return {"catalogue": self.config.name, "backbone": self.backbone,
@@ -125,7 +141,7 @@ class Service:
         self.thumbnails = Thumbnails(cache_root(cache_dir) / "thumbnails")
         self._backbones = dict(backbones or {})  # name -> Backbone, shared by every catalogue
         self._catalogues = {}                    # (spec, classes, per_class) -> Catalogue
-        self._batchers, self._batchers_lock = {}, threading.Lock()  # one per backbone in use
+        self._batchers, self._batchers_lock = {}, threading.Lock()  # one per served catalogue
         self.served: list = []
         for config in configs:
             self.served.append(self._open(config))
@@ -234,29 +250,25 @@ class Service:
                               self.thumbnails.path(cat, query_row))
         elif image is None:
             raise LookalikeError("no query image: upload, paste or snap one, or click a catalogue item")
-        image = open_image(image)  # validated once, for both sides
-        features, sides = {}, {}  # one backbone pass per distinct backbone and views (--unfreeze heads have their own)
+        embeddings = self._batcher(served)(open_image(image))  # validated once, for both sides
+        sides = {}
         for side in SIDES:
             rec = getattr(served, side)
             if rec is None:
                 sides[side] = Side(None, note=served.finetuned_note)
                 continue
-            key = (id(rec.embedder.backbone), rec.embedder.views)
-            if key not in features:
-                features[key] = self._batcher(rec.embedder)(rec.embedder.preprocess(image))
-            results = rec.search_features(features[key], k, exclude_row=query_row)
+            results = rec.search_embedding(embeddings[side], k, exclude_row=query_row)
             sides[side] = Side(rec.embedding_name, [
                 Match(r.rank, r.id, r.label, r.score, r.row, self.thumbnails.path(cat, r.row),
                       None if query is None else r.label == query.label) for r in results])
         return Answer(served.config.name, served.backbone, k, query, sides)
 
-    def _batcher(self, embedder) -> QueryBatcher:
-        """Concurrent queries on one backbone share its passes (batching.py)."""
+    def _batcher(self, served: Served) -> QueryBatcher:
+        """Concurrent queries of a catalogue share its passes (batching.py)."""
         with self._batchers_lock:
-            key = (id(embedder.backbone), embedder.views)
-            if key not in self._batchers:
-                self._batchers[key] = QueryBatcher(embedder.backbone_features)
-            return self._batchers[key]
+            if id(served) not in self._batchers:
+                self._batchers[id(served)] = QueryBatcher(served.embed_queries)
+            return self._batchers[id(served)]
 
     def recommend(self, image, catalogue: str, k: int = 10, backbone=None, query_row=None) -> dict:
         """The /recommend JSON of `answer`."""

@@ -10,6 +10,7 @@ Reports requests/s, failures, latency percentiles and the app's memory
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import threading
@@ -29,6 +30,12 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def query_images(folder: Path, n: int) -> list:
@@ -69,19 +76,20 @@ def main(argv=None) -> int:
                     with lock:
                         failures.append(f"{type(e).__name__}: {e}")
 
-        began = time.perf_counter()
+        began, cpu_before = time.perf_counter(), cpu_seconds(info["pid"])
         users = [threading.Thread(target=user, args=(path,)) for path in paths]
         for thread in users:
             thread.start()
         while any(thread.is_alive() for thread in users):
             memory.append((time.perf_counter() - began, rss_mb(info["pid"])))
             time.sleep(1)
-        elapsed = time.perf_counter() - began
+        elapsed, app_cpu = time.perf_counter() - began, cpu_seconds(info["pid"]) - cpu_before
     ms = np.asarray(latencies) * 1000
     seconds, mb = np.asarray(memory).T
     report = {
         "users": args.users, "seconds": round(elapsed, 1), "requests": len(latencies), "failures": len(failures),
         "requests_per_s": round(len(latencies) / elapsed, 2),
+        "app_cpu_ms_per_request": round(1000 * app_cpu / max(len(latencies), 1), 1),
         "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
         "rss_mb_first_last_max": [round(float(mb[0])), round(float(mb[-1])), round(float(mb.max()))],
         "rss_mb_per_minute_trend_second_half": round(float(np.polyfit(seconds[len(mb) // 2:], mb[len(mb) // 2:], 1)[0]
