@@ -174,7 +174,7 @@ def build_demo(service: Service) -> gr.Blocks:
                     k = gr.Slider(1, MAX_K, value=10, step=1, label="k (results per embedding)")
                     button = gr.Button("Search", variant="primary")
                     examples = gr.Gallery(first_examples, label="Or click a catalogue item",
-                                          columns=3, allow_preview=False, elem_id="examples")
+                                          columns=3, allow_preview=False, elem_id="examples", elem_classes="results")
                 with gr.Column(scale=3):
                     with gr.Row():
                         pretrained = gr.Gallery(label=SIDE_TITLES["pretrained"], columns=3, height="auto",
