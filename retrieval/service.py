@@ -96,7 +96,7 @@ class Served:
     def describe(self) -> dict:
         """JSON-friendly status, for the UI and the /catalogues endpoint."""
         return {"catalogue": self.config.name, "backbone": self.backbone,
-                "status": self.status,
+                "status": self.status.replace(self.config.spec, self.config.name),  # no server paths
                 "building_seconds": round(time.monotonic() - self.build_started)
                 if self.status == "building" and self.build_started else None,
                 "progress": self.progress.describe() if self.status == "building" and self.build_started else None,

@@ -124,6 +124,7 @@ def test_catalogues_endpoint_lists_unavailable_with_reason(served):
     status = {s["catalogue"]: s for s in Client(served["url"], verbose=False).predict(api_name="/catalogues")}
     assert status["shop"]["status"] == "ready" and status["shop"]["items"] == 24
     assert status["gone"]["status"].startswith("unavailable: ") and "no such folder" in status["gone"]["status"]
+    assert str(served["tmp"]) not in json.dumps(status)  # no server paths
 
 
 def test_non_image_upload_is_a_clear_error(served):
