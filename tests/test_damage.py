@@ -147,3 +147,38 @@ def test_index_never_replaces_a_folder_of_other_files(class_folders, tmp_path, c
     assert main(["index", *common(class_folders, tmp_path / "cache"), "--index", str(mine)]) == 2
     assert "refusing to replace them" in capsys.readouterr().err
     assert (mine / "holiday.jpg").read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("command", ["index", "finetune"])
+def test_a_killed_run_leaves_no_entry_index_or_run_behind(tmp_path, command):
+    """kill -9 in the middle of feature extraction (real weights, so it takes
+    seconds): no cache entry, index or run folder is left behind (a half
+    run would be taken for a finished one), and the same command run again
+    completes."""
+    import signal
+    import time
+
+    from PIL import Image
+
+    shop = tmp_path / "shop"
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        (shop / f"c{c}").mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(shop / f"c{c}" / f"{i}.png")
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    args = {"index": ["-m", "retrieval", "index"], "finetune": ["-m", "finetune", "--output", str(run), "--epochs", "1"]}
+    argv = [sys.executable, *args[command], "--catalogue", str(shop), "--backbone", "efficientnet_lite0",
+            "--cache-dir", str(cache)]
+    child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in child.stderr:  # wait until extraction is under way
+        if "features efficientnet_lite0" in line and "/120" in line:
+            break
+    time.sleep(1.0)
+    assert child.poll() is None, "finished before it could be killed"
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    finished = [p for kind in ("features", "indexes") for p in (cache / kind).glob("*") if not p.name.startswith(".")]
+    assert finished == [] and not run.exists()
+    assert subprocess.run(argv, cwd=ROOT, capture_output=True).returncode == 0
+    assert (run / "head.safetensors").is_file() if command == "finetune" else list((cache / "indexes").glob("*"))
