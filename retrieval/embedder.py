@@ -79,8 +79,7 @@ class Embedder:
 
     @property
     def name(self) -> str:
-        """What results are labelled with: the backbone, plus the head if any."""
-        return f"{self.backbone.name} + {self.head.name}" if self.head else self.backbone.name
+        return embedding_name(self.backbone.name, self.head)
 
     @cached_property
     def features_fingerprint(self) -> str:
@@ -137,6 +136,12 @@ class Embedder:
     def from_pretrained(cls, spec, backbone="auto", device="auto") -> "Embedder":
         """An embedder from a RUN_DIR or hub:OWNER/NAME (its own backbone by default)."""
         return create_embedder(backbone, load_head(spec), device)
+
+
+def embedding_name(backbone: str, head: Head | None) -> str:
+    """What results are labelled with: the backbone, plus the head if any
+    (also before the backbone is built, for the app's status)."""
+    return f"{backbone} + {head.name}" if head else backbone
 
 
 def create_embedder(backbone="auto", head=None, device="auto") -> Embedder:

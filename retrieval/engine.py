@@ -101,16 +101,9 @@ class Recommender:
         self.index, self.rows = index, np.asarray(rows)
         return self
 
-    def query_features(self, image) -> np.ndarray:
-        """Backbone features (V, D) of one query (path, bytes or PIL), validated."""
-        return self.embedder.features([open_image(image)])[0]
-
     def search(self, image, k=5, exact=False) -> list:
-        return self.search_features(self.query_features(image), k, exact)
-
-    def search_features(self, features: np.ndarray, k=5, exact=False, exclude_row=None) -> list:
-        """Top-k results for one image's backbone features (V, D)."""
-        return self.search_embedding(self.embedder.embed_features(features[None])[0], k, exact, exclude_row)
+        """Top-k results for one query image (path, bytes or PIL), validated."""
+        return self.search_embedding(self.embedder.embed([open_image(image)])[0], k, exact)
 
     def search_embedding(self, query: np.ndarray, k=5, exact=False, exclude_row=None) -> list:
         """Top-k results for one query embedding; `exclude_row` leaves a

@@ -16,7 +16,7 @@ from .backbones import Backbone, create_backbone, resolve_backbone
 from .batching import QueryBatcher
 from .cache import cache_root
 from .catalogues import Catalogue, load_catalogue
-from .embedder import Head, create_embedder, load_head
+from .embedder import Head, create_embedder, embedding_name, load_head
 from .engine import Recommender
 from .errors import LookalikeError
 from .images import open_image
@@ -102,7 +102,7 @@ class Served:
                 "progress": self.progress.describe() if self.status == "building" and self.build_started else None,
                 "items": len(self.catalogue) if self.catalogue else None,
                 "pretrained": self.backbone if self.catalogue else None,
-                "finetuned": f"{self.backbone} + {self.head.name}" if self.head else None,
+                "finetuned": embedding_name(self.backbone, self.head) if self.head else None,
                 "finetuned_note": self.finetuned_note}
 
     def validation(self) -> dict | None:
