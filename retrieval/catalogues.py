@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image as PILImage
 
 from .errors import LookalikeError
-from .fingerprint import digest, files_digest
+from .fingerprint import content_key, digest, file_keys, files_digest
 from .images import open_image
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,9 @@ class Catalogue:
     dataset: datasets.Dataset
     fingerprint: str
     first_class_number: int = 0  # what label 0 is called in `classes`
-    # for a subset (classes, per_class): the full source's fingerprint and our
-    # rows in it, so features cached for the whole source can be reused
-    source_fingerprint: str | None = None
-    source_rows: list | None = None
+    # each item's content key (fingerprint.content_key), when the loader
+    # already read the files; otherwise computed from the images when asked
+    item_keys: list | None = None
 
     @property
     def label_names(self) -> list:
@@ -75,6 +74,16 @@ class Catalogue:
         """One item's undecoded image: its bytes, or the path of its file."""
         raw = self.raw_images[row]["image"]
         return raw["bytes"] or raw["path"]
+
+    @cached_property
+    def keys(self) -> list:
+        """Each item's content key: what the feature store looks its features up by."""
+        if self.item_keys is not None:
+            return self.item_keys
+        keys = []
+        for raw in self.raw_images.with_format("arrow")["image"].to_pylist():
+            keys.append(content_key(raw["bytes"]) if raw["bytes"] is not None else file_keys([raw["path"]])[0])
+        return keys
 
     @cached_property
     def ids(self) -> list:
@@ -96,14 +105,14 @@ class Catalogue:
         return self.dataset.cast_column("image", datasets.Image(decode=False))
 
     def restrict(self, rows, fingerprint: str | None = None) -> "Catalogue":
-        """The same catalogue limited to `rows`, remembering where they came from."""
+        """The same catalogue limited to `rows` (its items keep their keys, so
+        their stored features)."""
         rows = [int(r) for r in rows]
         if len(rows) == len(self.dataset):
             return self
-        source_rows = [self.source_rows[r] for r in rows] if self.source_rows is not None else rows
+        keys = [self.keys[r] for r in rows] if self.item_keys is not None else None
         return Catalogue(self.spec, self.dataset.select(rows), fingerprint or digest(self.fingerprint, "rows", rows),
-                         self.first_class_number,
-                         self.source_fingerprint or self.fingerprint, source_rows)
+                         self.first_class_number, keys)
 
 
 def load_catalogue(spec: str, classes: str | None = None, per_class: int | None = None) -> Catalogue:
@@ -189,10 +198,11 @@ def _from_stanford_cars(spec, root: Path) -> Catalogue:
         images.append(str(path))
         labels.append(int(np.ravel(record["class"])[0]) - 1)
         ids.append(Path(fname).stem)
-    fp = digest("stanford-cars", files_digest(images), names, labels)
+    keys = file_keys(images)
+    fp = digest("stanford-cars", keys, ids, names, labels)
     if missing:
         log.warning("catalogue %s: %d annotated files are missing from cars_train/", spec, missing)
-    return Catalogue(spec, _dataset(images, labels, ids, names), fp, first_class_number=1)
+    return Catalogue(spec, _dataset(images, labels, ids, names), fp, first_class_number=1, item_keys=keys)
 
 
 def _from_class_folders(spec, root: Path) -> Catalogue:
@@ -209,8 +219,9 @@ def _from_class_folders(spec, root: Path) -> Catalogue:
     taken = collections.Counter(ids)  # a.jpg beside a.png: both keep their suffix
     ids = [str(Path(path).relative_to(root)) if taken[item] > 1 else item for path, item in zip(images, ids)]
     names = [d.name for d in class_dirs]
-    fp = digest("class-folders", files_digest(images), ids, names)
-    return Catalogue(spec, _dataset(images, labels, ids, names), fp)
+    keys = file_keys(images)
+    fp = digest("class-folders", keys, ids, names)
+    return Catalogue(spec, _dataset(images, labels, ids, names), fp, item_keys=keys)
 
 
 def _has_idx_files(path: Path) -> bool:

@@ -1,7 +1,8 @@
-"""`python -m retrieval verify`: every cache entry, index and run checked
-against the sizes and checksums written with it (all files hashed, however
-large). Damaged cache entries can be removed (`--repair`): the next run
-rebuilds them. Runs and index folders the user named are only reported."""
+"""`python -m retrieval verify`: every feature store chunk, cache entry,
+index and run checked against the sizes and checksums written with it (all
+files hashed, however large). Damaged chunks and cache entries can be
+removed (`--repair`): the next run rebuilds them. Runs and index folders the
+user named are only reported."""
 
 import shutil
 from pathlib import Path
@@ -9,8 +10,10 @@ from pathlib import Path
 from .artefacts import check
 from .cache import read_meta
 from .errors import LookalikeError
+from .feature_store import FeatureStore
 
-CACHED_KINDS = ("features", "stage-inputs", "indexes")
+STORE_KINDS = ("features", "stage-inputs")
+CACHED_KINDS = ("indexes",)
 
 
 def entry_problem(folder: Path) -> str | None:
@@ -39,10 +42,16 @@ def verify(cache_root: Path, runs=(), indexes=(), repair=False) -> list:
     """(what, problem or None, repaired) for every cache entry and each named
     run and index folder."""
     report = []
+    for kind in STORE_KINDS:
+        for folder in _entries(cache_root / kind):
+            store = FeatureStore(folder, {})
+            for chunk, problem in store.problems():
+                if repair:
+                    chunk.unlink()
+                report.append((f"{kind}/{folder.name}/{chunk.name}", problem, repair))
+            report.append((f"{kind}/{folder.name} ({len(store.chunks())} chunks)", None, False))
     for kind in CACHED_KINDS:
-        for folder in sorted((cache_root / kind).glob("*")) if (cache_root / kind).is_dir() else []:
-            if folder.name.startswith("."):  # an unfinished atomic write
-                continue
+        for folder in _entries(cache_root / kind):
             problem = entry_problem(folder)
             if problem and repair:
                 shutil.rmtree(folder)
@@ -50,3 +59,8 @@ def verify(cache_root: Path, runs=(), indexes=(), repair=False) -> list:
     report += [(str(run), run_problem(run), False) for run in runs]
     report += [(str(index), entry_problem(Path(index)), False) for index in indexes]
     return report
+
+
+def _entries(folder: Path) -> list:
+    """The finished entries of one kind (a dot-name is an unfinished atomic write)."""
+    return sorted(p for p in folder.glob("*") if not p.name.startswith(".")) if folder.is_dir() else []

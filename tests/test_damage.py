@@ -85,8 +85,8 @@ def test_truncated_index_never_crashes_the_process(class_folders, tmp_path):
 def test_damaged_features_are_recomputed_not_served(class_folders, tmp_path, capsys, caplog, damage):
     cache = tmp_path / "cache"
     code, first, _ = search(class_folders, cache, capsys)
-    features = next((cache / "features").glob("*/features.npy"))
-    (truncate if damage == "truncated" else flip_bytes)(features)
+    chunk = next((cache / "features").glob("*/*.npz"))
+    (truncate if damage == "truncated" else flip_bytes)(chunk)
     assert main(["index", *common(class_folders, cache), "--rebuild"]) == 0
     code, again, err = search(class_folders, cache, capsys)
     assert code == 0 and json.loads(again) == json.loads(first)
@@ -112,32 +112,35 @@ def test_verify_finds_and_repairs_damage(class_folders, tmp_path, capsys):
     assert main(["index", *common(class_folders, cache)]) == 0
     capsys.readouterr()
     assert main(["verify", "--cache-dir", str(cache)]) == 0
-    assert "2 checked, 0 damaged" in capsys.readouterr().out  # features + index
-    flip_bytes(next((cache / "features").glob("*/features.npy")))
+    assert "2 checked, 0 damaged" in capsys.readouterr().out  # feature store + index
+    flip_bytes(next((cache / "features").glob("*/*.npz")))
     assert main(["verify", "--cache-dir", str(cache)]) == 1
     assert "DAMAGED  features/" in capsys.readouterr().out
     assert main(["verify", "--cache-dir", str(cache), "--repair"]) == 0
-    assert not list((cache / "features").iterdir())
+    assert not list((cache / "features").glob("*/*.npz"))
     assert main(["index", *common(class_folders, cache)]) == 0
 
 
-def test_a_failed_extraction_leaves_no_cache_entry(class_folders, tmp_path, monkeypatch, capsys):
-    """A crash while the features are written (here: the disk fills up) leaves
-    nothing half-written behind; the next run computes them whole."""
+def test_a_failed_chunk_write_leaves_nothing_half_written(class_folders, tmp_path, monkeypatch):
+    """A crash while a chunk is written (here: the disk fills up half way)
+    leaves no chunk or temp file behind; the next run computes them whole."""
+    import retrieval.feature_store as store_module
+    from retrieval.atomic import atomic_path
+
     cache = tmp_path / "cache"
-    real_save = np.save
 
-    def full_disk(path, array):
-        if Path(path).name == "rows.npy":
+    def full_disk(path, data):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data[:len(data) // 2])
             raise OSError(28, "No space left on device")
-        real_save(path, array)
 
-    monkeypatch.setattr(features_module.np, "save", full_disk)
+    monkeypatch.setattr(store_module, "write_bytes", full_disk)
     with pytest.raises(OSError):
         main(["index", *common(class_folders, cache)])
-    assert not [p for p in (cache / "features").iterdir()]
-    monkeypatch.setattr(features_module.np, "save", real_save)
+    assert [p.name for p in (cache / "features").glob("*/*")] == ["meta.json"]
+    monkeypatch.undo()
     assert main(["index", *common(class_folders, cache)]) == 0
+    assert len(list((cache / "features").glob("*/*.npz"))) == 1
 
 
 def test_index_never_replaces_a_folder_of_other_files(class_folders, tmp_path, capsys):
@@ -150,11 +153,11 @@ def test_index_never_replaces_a_folder_of_other_files(class_folders, tmp_path, c
 
 
 @pytest.mark.parametrize("command", ["index", "finetune"])
-def test_a_killed_run_leaves_no_entry_index_or_run_behind(tmp_path, command):
+def test_a_killed_run_resumes_and_leaves_no_index_or_run_behind(tmp_path, command):
     """kill -9 in the middle of feature extraction (real weights, so it takes
-    seconds): no cache entry, index or run folder is left behind (a half
-    run would be taken for a finished one), and the same command run again
-    completes."""
+    seconds), once a chunk is stored: no index or run folder is left behind
+    (a half run would be taken for a finished one), and the same command run
+    again resumes from the stored chunks and completes."""
     import signal
     import time
 
@@ -174,11 +177,12 @@ def test_a_killed_run_leaves_no_entry_index_or_run_behind(tmp_path, command):
     for line in child.stderr:  # wait until extraction is under way
         if "features efficientnet_lite0" in line and "/120" in line:
             break
-    time.sleep(1.0)
+    while not list(cache.glob("features/*/*.npz")) and child.poll() is None:
+        time.sleep(0.05)
     assert child.poll() is None, "finished before it could be killed"
     child.send_signal(signal.SIGKILL)
     child.wait()
-    finished = [p for kind in ("features", "indexes") for p in (cache / kind).glob("*") if not p.name.startswith(".")]
-    assert finished == [] and not run.exists()
-    assert subprocess.run(argv, cwd=ROOT, capture_output=True).returncode == 0
+    assert not list(cache.glob("indexes/*")) and not run.exists()
+    again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0 and "of 120 images already stored" in again.stderr
     assert (run / "head.safetensors").is_file() if command == "finetune" else list((cache / "indexes").glob("*"))

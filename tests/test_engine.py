@@ -1,4 +1,5 @@
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import retrieval.features as features_module
 from retrieval.catalogues import load_catalogue
@@ -28,26 +30,76 @@ def test_catalogue_image_comes_back_first(class_folders, tmp_path):
     assert [r.id for r in exact] == [r.id for r in results]
 
 
-def test_cache_reused_and_invalidated(class_folders, tmp_path, monkeypatch):
-    calls = []
-    real_extract = features_module.extract
-    monkeypatch.setattr(features_module, "extract", lambda *a, **k: calls.append(1) or real_extract(*a, **k))
+@pytest.fixture
+def extracted(monkeypatch):
+    """The catalogue rows each extraction was asked for, one list per run."""
+    runs = []
+    real = features_module.local_batches
+
+    def recording(catalogue, embedder, rows, run, batch_size=8):
+        runs.append([catalogue.ids[r] for r in rows])
+        return real(catalogue, embedder, rows, run, batch_size)
+
+    monkeypatch.setattr(features_module, "local_batches", recording)
+    return runs
+
+
+def test_store_computes_only_new_or_changed_images(class_folders, tmp_path, extracted):
     first, _ = _recommender(class_folders, tmp_path / "cache").features()
     again, _ = _recommender(class_folders, tmp_path / "cache").features()
-    assert len(calls) == 1 and np.array_equal(first, again)
+    assert len(extracted) == 1 and len(extracted[0]) == 12 and np.array_equal(first, again)
     changed = class_folders / "blue" / "blue0.png"
     os.utime(changed, (1e9, 1e9))  # a copy or a fresh checkout: same bytes, new mtime
     _recommender(class_folders, tmp_path / "cache").features()
-    assert len(calls) == 1
-    (class_folders / "green" / "green0.png").replace(changed)  # new content
-    _recommender(class_folders, tmp_path / "cache").features()
-    assert len(calls) == 2
+    assert len(extracted) == 1
+    Image.new("RGB", (64, 48), (250, 250, 0)).save(changed)  # new content under an old name
+    (class_folders / "red" / "red1.png").unlink()
+    (class_folders / "green" / "new.png").write_bytes((class_folders / "red" / "red0.png").read_bytes())
+    rec = _recommender(class_folders, tmp_path / "cache")
+    features, rows = rec.features()
+    assert extracted[1:] == [["blue/blue0"]]  # green/new has red0's bytes: stored already
+    ids = [rec.catalogue.ids[r] for r in rows]
+    assert len(rows) == 12 and "red/red1" not in ids
+    assert np.array_equal(features[ids.index("green/new")], first[8])  # red0's features
 
 
-def test_subset_reuses_the_sources_cached_features(class_folders, tmp_path, monkeypatch):
+def test_added_images_are_indexed_and_find_themselves(class_folders, tmp_path, extracted):
+    _recommender(class_folders, tmp_path / "cache").build()
+    rng = np.random.default_rng(1)
+    for name in ("added0", "added1"):
+        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(class_folders / "red" / f"{name}.png")
+    rec = _recommender(class_folders, tmp_path / "cache").build()
+    assert extracted[1:] == [["red/added0", "red/added1"]] and rec.index.meta["n_items"] == 14
+    for name in ("added0", "added1"):
+        assert rec.search(class_folders / "red" / f"{name}.png", k=1)[0].id == f"red/{name}"
+
+
+def test_an_interrupted_extraction_resumes_where_it_stopped(class_folders, tmp_path, monkeypatch, extracted, caplog):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(features_module, "CHUNK_IMAGES", 1)  # a chunk per batch of 8
+    real_write = features_module.FeatureStore.write
+    writes = []
+
+    def crash_after_one_chunk(store, keys, arrays):
+        if writes:
+            raise KeyboardInterrupt
+        writes.append(keys)
+        real_write(store, keys, arrays)
+
+    monkeypatch.setattr(features_module.FeatureStore, "write", crash_after_one_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        _recommender(class_folders, tmp_path / "cache").features()
+    monkeypatch.setattr(features_module.FeatureStore, "write", real_write)
+    resumed, rows = _recommender(class_folders, tmp_path / "cache").features()
+    assert len(extracted[1]) == 4 and "8 of 12 images already stored" in caplog.text
+    whole, _ = _recommender(class_folders, tmp_path / "other").features()
+    assert np.array_equal(resumed, whole) and len(rows) == 12
+
+
+def test_subset_reuses_the_sources_stored_features(class_folders, tmp_path, monkeypatch):
     embedder = create_embedder("tiny_test")
     whole, _ = Recommender(load_catalogue(str(class_folders)), embedder, cache_dir=tmp_path).features()
-    monkeypatch.setattr(features_module, "extract", lambda *a, **k: pytest.fail("re-extracted a cached subset"))
+    monkeypatch.setattr(features_module, "local_batches", lambda *a, **k: pytest.fail("re-extracted a stored subset"))
     subset = load_catalogue(str(class_folders), classes="1-2", per_class=3)  # green, red: first 3 each
     features, rows = Recommender(subset, embedder, cache_dir=tmp_path).features()
     assert [subset.ids[r] for r in rows] == ["green/green0", "green/green1", "green/green2",
