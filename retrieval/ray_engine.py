@@ -1,0 +1,166 @@
+"""Backbone features of catalogue rows extracted with Ray Data, on a local Ray
+instance or a cluster (`--engine ray`): the same numbers as the local loop.
+
+The driver reads each row's undecoded image bytes (workers on other machines
+need no shared filesystem) and ships one copy of the backbone; each actor of
+a `map_batches` pool builds that model once, decodes with the same validating
+`open_image` and runs `Embedder.backbone_features`. Batches are yielded as
+they complete, so a caller can store them as they arrive.
+"""
+
+import io
+import socket
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
+
+import numpy as np
+import torch
+
+from .embedder import Embedder
+from .errors import LookalikeError
+from .images import _read, open_image
+
+if TYPE_CHECKING:  # the workers import this module: datasets costs them seconds
+    from .catalogues import Catalogue
+
+# a local instance stays small: it shares the machine with whatever started it
+LOCAL_OBJECT_STORE_BYTES = 200_000_000
+CONNECT_TIMEOUT_S = 5
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def ray_features(catalogue: "Catalogue", embedder: Embedder, rows, batch_size=8, workers=None, address=None,
+                 gpus_per_worker=0) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Yield (rows done int64 (n,), features float32 (n, V, D), skipped messages)
+    as batches complete, in any order. A row whose image can't be read is
+    skipped with its one-line message, never fatal. `address`: None for a
+    local instance (or the one this process already joined), "auto" or
+    "ray://HOST:10001" for a cluster; `workers` actors (default: one per CPU,
+    or per `gpus_per_worker` GPUs, of the cluster), each holding one model."""
+    ray = _ray()
+    import pyarrow  # installed with Ray Data
+
+    rows = [int(r) for r in rows]
+    if not rows:
+        return
+    started = _connect(ray, address, workers)
+    try:
+        # one block per batch: blocks are what the pool hands its actors, and what comes back
+        blocks = [pyarrow.Table.from_pylist([_item(catalogue, row) for row in rows[i:i + batch_size]])
+                  for i in range(0, len(rows), batch_size)]
+        pool = ray.data.ActorPoolStrategy(size=min(workers or _pool_size(ray, gpus_per_worker), len(blocks)))
+        dataset = ray.data.from_arrow(blocks)
+        dataset.context.enable_progress_bars = False  # the caller shows its own progress
+        results = dataset.map_batches(
+            _Extractor, batch_size=batch_size, batch_format="numpy", compute=pool,
+            fn_constructor_args=(_payload(embedder), gpus_per_worker > 0), num_gpus=gpus_per_worker or None,
+            udf_modifying_row_count=False)
+        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+            ok = batch["error"] == ""
+            yield (batch["row"][ok].astype(np.int64), batch["features"][ok].astype(np.float32, copy=False),
+                   [str(message) for message in batch["error"][~ok]])
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401  (needs the extra's pandas and pyarrow)
+    except ImportError as e:
+        raise LookalikeError(f"--engine ray needs Ray Data: pip install 'ray[client,data]' ({e})") from e
+    return ray
+
+
+def _connect(ray, address, workers) -> bool:
+    """Join Ray; True when this call joined it (and must leave: a local
+    instance it started stops), False when the process had already joined."""
+    if ray.is_initialized():
+        return False
+    try:
+        if address is None:
+            ray.init(num_cpus=workers, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False,
+                     log_to_driver=False)
+            return True
+        _reachable(address)
+        # machines without this checkout import the package the driver has
+        ray.init(address=address, runtime_env={"py_modules": [str(PACKAGE_DIR)]}, log_to_driver=False)
+        return True
+    except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
+        raise LookalikeError(f"Ray cluster {address or '(local)'} could not be joined: "
+                             f"{' '.join(str(e).split()) or type(e).__name__}") from e
+
+
+def _reachable(address: str):
+    """A HOST:PORT that answers, checked first: Ray itself retries an
+    unreachable GCS address for minutes (a client address for 30 s)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except ValueError as e:
+        raise LookalikeError(f"Ray address {address!r}: use auto, HOST:PORT or ray://HOST:10001") from e
+    except OSError as e:
+        raise LookalikeError(f"Ray cluster {address} is unreachable ({e.strerror or e}); "
+                             "is its head running and the port open?") from e
+
+
+def _pool_size(ray, gpus_per_worker) -> int:
+    resources = ray.cluster_resources()
+    if gpus_per_worker > 0:
+        size = int(resources.get("GPU", 0) // gpus_per_worker)
+        if size < 1:
+            raise LookalikeError(f"the Ray cluster has {resources.get('GPU', 0):g} GPU(s), "
+                                 f"fewer than one worker's {gpus_per_worker:g}")
+        return size
+    return max(1, int(resources.get("CPU", 1)))
+
+
+def _item(catalogue: "Catalogue", row: int) -> dict:
+    """One row as the workers get it: the image's bytes, or why it has none."""
+    name = f"item {catalogue.ids[row]}"
+    try:
+        data, _ = _read(catalogue.image_source(row), name)  # missing, empty, oversized: refused here
+        return {"row": row, "name": name, "image": data, "error": ""}
+    except LookalikeError as e:
+        return {"row": row, "name": name, "image": b"", "error": str(e)}
+
+
+def _payload(embedder: Embedder) -> bytes:
+    """The backbone (with any fine-tuned stages) and views, serialised once;
+    its tensors can be loaded onto any device."""
+    from ray import cloudpickle  # pickles the registry's lambdas, which pickle can't
+
+    buffer = io.BytesIO()
+    torch.save(Embedder(embedder.backbone, embedder.views), buffer, pickle_module=cloudpickle)
+    return buffer.getvalue()
+
+
+class _Extractor:
+    """A pool actor: builds the model once, then turns batches of image bytes
+    into backbone features (zeros and a message for an unreadable image)."""
+
+    def __init__(self, payload: bytes, gpu: bool):
+        device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
+        embedder = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
+        model = embedder.backbone.model.to(device, memory_format=torch.channels_last)
+        self.embedder = replace(embedder, backbone=replace(embedder.backbone, model=model, device=device))
+
+    def __call__(self, batch: dict) -> dict:
+        errors = [str(e) for e in batch["error"]]
+        tensors, ok = [], []
+        for i, (data, name) in enumerate(zip(batch["image"], batch["name"])):
+            if errors[i]:
+                continue
+            try:
+                tensors.append(self.embedder.preprocess(open_image(bytes(data), name=str(name))))
+                ok.append(i)
+            except LookalikeError as e:
+                errors[i] = str(e)
+        features = np.zeros((len(errors), len(self.embedder.views), self.embedder.backbone.dim), np.float32)
+        if tensors:
+            features[ok] = self.embedder.backbone_features(torch.stack(tensors))
+        return {"row": batch["row"], "features": features, "error": np.array(errors, dtype=object)}
