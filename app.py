@@ -16,6 +16,7 @@ from retrieval.errors import LookalikeError
 from retrieval.evaluate import metrics_table
 from retrieval.images import MAX_BYTES
 from retrieval.manifest import CatalogueConfig, load_manifest, on_space
+from retrieval.report.view import ReportView, open_reports, side_maps
 from retrieval.service import MAX_K, Service
 
 log = logging.getLogger("lookalike.app")
@@ -122,8 +123,9 @@ def metrics_markdown(name: str, backbone: str, validation: dict | None, note: st
     return title + held_out + "\n\n" + metrics_table(rows)
 
 
-def build_demo(service: Service) -> gr.Blocks:
+def build_demo(service: Service, reports_dir=ROOT / "reports") -> gr.Blocks:
     names = service.names(loaded_only=True)
+    reports = open_reports(service.served, reports_dir)  # catalogue name -> ReportView or why not
     first = names[0]
 
     def examples_for(catalogue):
@@ -196,6 +198,28 @@ def build_demo(service: Service) -> gr.Blocks:
                 if validation and validation.get("curves"):
                     gr.Image(validation["curves"], label=f"{served.config.name}: fine-tuning curves",
                              interactive=False)
+
+        with gr.Tab("Report"):
+            gr.Markdown("Every embedding compared on a catalogue, from "
+                        f"`python -m retrieval report --output {Path(reports_dir).name}/NAME`: its tables and "
+                        "plots, and after a search, where the query falls on the 2-D maps.")
+            with gr.Row():
+                query_maps = [gr.Image(label=f"{title}: the query on the 2-D map", interactive=False,
+                                       elem_id=f"report-map-{side}") for side, title in SIDE_TITLES.items()]
+            for name in names:
+                view = reports.get(name, f"No report yet: make one with `python -m retrieval report "
+                                         f"--catalogue SPEC --head RUN_DIR --output {Path(reports_dir).name}/{name}`.")
+                gr.Markdown(f"### {name}\n\n" + (view.markdown() if isinstance(view, ReportView) else view))
+                if isinstance(view, ReportView):
+                    gr.Gallery(view.plots(), label=f"{name}: plots", columns=2, height="auto")
+
+        def place_query(catalogue, item, rows):
+            view = reports.get(catalogue)
+            if not isinstance(view, ReportView) or not rows:
+                return None, None
+            return side_maps(view, service.get(catalogue), rows, item[1] if item and item[0] == catalogue else None)
+
+        shown.change(place_query, [catalogue, item, shown], query_maps, api_visibility="private")
 
         results = [pretrained, finetuned, note, shown]
         query = [catalogue, backbone, k]
@@ -286,6 +310,8 @@ def parse_args(argv=None):
     p.add_argument("--no-manifest", action="store_true", help="serve only the --catalogue catalogues")
     p.add_argument("--cache-dir", help="cache root (default $LOOKALIKE_CACHE or the user cache dir)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--reports", default=str(ROOT / "reports"),
+                   help="folder of reports, one per catalogue name (python -m retrieval report; default reports/)")
     args = p.parse_args(argv)
     args.extra = getattr(args, "extra", None) or []
     return args
@@ -303,7 +329,7 @@ def main(argv=None) -> int:
     except LookalikeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    demo = build_demo(service)
+    demo = build_demo(service, args.reports)
     host = os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if on_space() else "127.0.0.1")
     demo.launch(server_name=host, server_port=int(os.environ.get("GRADIO_SERVER_PORT") or 7860),
                 prevent_thread_lock=True, **launch_options(service))

@@ -1,5 +1,7 @@
 """`python -m finetune`: train a metric-learning embedding head on cached
-pretrained backbone features, validated on classes it never trains on."""
+pretrained backbone features, validated on classes it never trains on
+(`--method head`, the default), or a small convolutional autoencoder on the
+catalogue's pixels without labels (`--method autoencoder`, for the report)."""
 
 import argparse
 import logging
@@ -8,10 +10,12 @@ from dataclasses import fields
 
 from retrieval.allocator import keep_freed_memory
 from retrieval.backbones import available_backbones, backbone_spec, default_device
+from retrieval.catalogues import load_catalogue
 from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
 from retrieval.evaluate import METRIC_KEYS, METRIC_TITLES
 
+from . import autoencoder
 from .hub import push_run
 from .losses import LOSSES, describe_losses
 from .pipeline import finetune
@@ -25,6 +29,11 @@ DEFAULT_CATALOGUE = "hub:tanganke/stanford_cars:train"
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="python -m finetune", description=__doc__)
+    p.add_argument("--method", default="head", choices=["head", "autoencoder"],
+                   help="head (default): a metric-learning head on backbone features; autoencoder: a "
+                        f"{autoencoder.SIZE}x{autoencoder.SIZE}-input, {autoencoder.LATENT}-d convolutional "
+                        "autoencoder trained on the images without labels (uses --epochs, --lr, --batch-size, "
+                        "--seed)")
     p.add_argument("--catalogue", default=DEFAULT_CATALOGUE,
                    help=f"catalogue spec, as for `python -m retrieval` (default {DEFAULT_CATALOGUE})")
     p.add_argument("--classes", help="train on these classes, source numbering, e.g. 1-98")
@@ -87,6 +96,8 @@ def check_arguments(parser, args):
 
 
 def run(args) -> int:
+    if args.method == "autoencoder":
+        return run_autoencoder(args)
     output = check_output(args.output, args.overwrite)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     rec = Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes, per_class=args.per_class,
@@ -96,6 +107,22 @@ def run(args) -> int:
     print(report(result, output))
     if args.push_to_hub:
         print(f"pushed to {push_run(output, args.push_to_hub)}")
+    return 0
+
+
+def run_autoencoder(args) -> int:
+    output = autoencoder.check_output(args.output, args.overwrite)
+    config = autoencoder.AutoencoderConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                                           seed=args.seed)
+    catalogue = load_catalogue(args.catalogue, args.classes, args.per_class)
+    data, _ = autoencoder.catalogue_pixels(catalogue)
+    result = autoencoder.train_autoencoder(data, config)
+    source = {"catalogue": args.catalogue, "classes": args.classes, "per_class": args.per_class,
+              "n_images": len(data), "catalogue_fingerprint": catalogue.fingerprint}
+    autoencoder.save_autoencoder(output, result, config, source)
+    first, last = result.history[0]["loss"], result.history[-1]["loss"]
+    print(f"autoencoder: reconstruction loss {first:.4f} -> {last:.4f} over {len(result.history)} epochs "
+          f"on {len(data)} images in {result.seconds:.1f}s -> {output}")
     return 0
 
 
