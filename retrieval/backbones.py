@@ -21,6 +21,7 @@ from torch import nn
 from .errors import LookalikeError
 from .fingerprint import digest
 from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from .runtimes import PRECISIONS, feature_precision, openvino_runner, resolve_runtime
 from .stages import StagedNet
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class Backbone:
     model: nn.Module
     weights: str                # names the weights, for fingerprints and head checks
     device: torch.device
+    runtime: str = "torch"      # what runs inference (runtimes.py): resolved, never "auto"
 
     @property
     def name(self) -> str:
@@ -71,12 +73,30 @@ class Backbone:
 
     @cached_property
     def fingerprint(self) -> str:
-        return digest("backbone", self.describe())
+        """Names the features: describe() plus what the runtime changes in them
+        (not in describe(): a head trained on float32 features may still be
+        served bfloat16 ones, when measured to keep the ranking)."""
+        precision = feature_precision(self.runtime)
+        return digest("backbone", self.describe(), *([precision] if precision else []))
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.runtime.startswith("openvino"):
+            return self._openvino(batch.float())
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
-        return self.model(batch).float().cpu()
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            return self.model(batch).float().cpu()
+
+    @cached_property
+    def _openvino(self) -> Callable:
+        """The network compiled by OpenVINO; torch's own if it can't be converted."""
+        try:
+            return openvino_runner(self.model, self.spec.preprocessing.size, self.fingerprint,
+                                   PRECISIONS[self.runtime])
+        except Exception as e:  # a network OpenVINO can't convert still runs, slower
+            log.warning("%s: OpenVINO could not convert it (%s: %s); running it in torch",
+                        self.name, type(e).__name__, e)
+            return lambda batch: self.model(batch.contiguous(memory_format=torch.channels_last)).float()
 
     def with_tail(self, tail, tag: str) -> "Backbone":
         """This backbone with its last stages replaced by fine-tuned ones
@@ -133,10 +153,12 @@ def resolve_backbone(name: str) -> tuple:
         return "efficientnet_lite0", f"resnet18 weights unreachable ({e}); efficientnet_lite0 ships its weights"
 
 
-def create_backbone(name: str = "auto", device: str = "auto", pretrained: bool = True) -> Backbone:
+def create_backbone(name: str = "auto", device: str = "auto", pretrained: bool = True,
+                    runtime: str | None = None) -> Backbone:
     """Build a frozen backbone by name ('auto' picks one and logs why).
     `pretrained=False` gives the architecture with random weights (what a
-    run's saved stages are loaded into)."""
+    run's saved stages are loaded into); `runtime` runs its inference
+    (runtimes.py; None: $LOOKALIKE_RUNTIME, else auto)."""
     name, why = resolve_backbone(name)
     if why != "asked for":
         log.info("backbone: %s (%s)", name, why)
@@ -145,7 +167,7 @@ def create_backbone(name: str = "auto", device: str = "auto", pretrained: bool =
     dev = default_device(device)
     # channels_last: 1.8x faster on this CPU for efficientnet_lite0 (BENCHMARKS.md)
     model = fold_batchnorm(model.eval()).requires_grad_(False).to(dev, memory_format=torch.channels_last)
-    return Backbone(spec, model, weights, dev)
+    return Backbone(spec, model, weights, dev, resolve_runtime(runtime, dev))
 
 
 @torch.no_grad()

@@ -31,6 +31,8 @@ def _common(p: argparse.ArgumentParser):
                                   "(default: the pretrained features)")
     p.add_argument("--cache-dir", help="cache root (default $LOOKALIKE_CACHE or the user cache dir)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--runtime", help="what runs the backbone: auto (default: OpenVINO on the CPU when installed, "
+                                     "else torch), torch, openvino, openvino-bf16 (default $LOOKALIKE_RUNTIME)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +103,7 @@ def _recommender(args):
 
     return Recommender.open(args.catalogue, backbone=args.backbone, head=args.head, classes=args.classes,
                             per_class=args.per_class, cache_dir=args.cache_dir, device=args.device,
-                            index_dir=getattr(args, "index", None))
+                            index_dir=getattr(args, "index", None), runtime=args.runtime)
 
 
 def cmd_index(args, out) -> int:

@@ -144,15 +144,16 @@ def embedding_name(backbone: str, head: Head | None) -> str:
     return f"{backbone} + {head.name}" if head else backbone
 
 
-def create_embedder(backbone="auto", head=None, device="auto") -> Embedder:
+def create_embedder(backbone="auto", head=None, device="auto", runtime=None) -> Embedder:
     """The one factory. `backbone`: a name ('auto' means the head's own
     backbone when there is a head) or an already-built Backbone to share;
-    `head`: None, a RUN_DIR or hub:OWNER/NAME, or a loaded Head."""
+    `head`: None, a RUN_DIR or hub:OWNER/NAME, or a loaded Head; `runtime`:
+    what runs the backbone's inference (runtimes.py)."""
     if isinstance(head, (str, Path)):
         head = load_head(head)
     if isinstance(backbone, str):
         backbone = create_backbone(head.backbone if head is not None and backbone == "auto" else backbone,
-                                   device=device)
+                                   device=device, runtime=runtime)
     if head is None:
         return Embedder(backbone)
     why = head.mismatch(backbone)

@@ -47,11 +47,11 @@ class Recommender:
 
     @classmethod
     def open(cls, catalogue, backbone="auto", head=None, classes=None, per_class=None, cache_dir=None,
-             device="auto", index_dir=None):
+             device="auto", index_dir=None, runtime=None):
         """From specs (or a loaded Catalogue), through `create_embedder`."""
         if not isinstance(catalogue, Catalogue):
             catalogue = load_catalogue(catalogue, classes, per_class)
-        return cls(catalogue, create_embedder(backbone, head, device), cache_dir, index_dir)
+        return cls(catalogue, create_embedder(backbone, head, device, runtime), cache_dir, index_dir)
 
     @property
     def embedding_name(self) -> str:

@@ -3,6 +3,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# the default cache root (what tests and their subprocesses don't name, such
+# as networks converted for OpenVINO): one per test session, never the user's
+os.environ.setdefault("LOOKALIKE_CACHE", __import__("tempfile").mkdtemp(prefix="lookalike-tests-"))
 
 from pathlib import Path  # noqa: E402
 

@@ -1,0 +1,64 @@
+"""Inference runtimes: OpenVINO must give torch's features (so caches and
+heads stay valid), bfloat16 must be cached apart, and a damaged converted
+network must be converted again, never served."""
+
+import numpy as np
+import pytest
+import torch
+
+from retrieval.backbones import create_backbone
+from retrieval.cache import cache_root
+from retrieval.errors import LookalikeError
+from retrieval.runtimes import resolve_runtime
+
+BATCH = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_openvino_gives_torchs_features_and_fingerprint(own_cache):
+    torch_backbone = create_backbone("tiny_test", runtime="torch")
+    openvino = create_backbone("tiny_test", runtime="openvino")
+    assert openvino.runtime == "openvino"
+    assert torch.allclose(openvino(BATCH), torch_backbone(BATCH), atol=1e-5)
+    assert openvino(BATCH[:1]).shape == (1, torch_backbone.dim)  # any batch size
+    assert openvino.fingerprint == torch_backbone.fingerprint
+
+
+def test_bfloat16_features_are_cached_apart(own_cache):
+    bf16 = create_backbone("tiny_test", runtime="openvino-bf16")
+    assert bf16.fingerprint != create_backbone("tiny_test", runtime="torch").fingerprint
+    assert bf16.describe() == create_backbone("tiny_test", runtime="torch").describe()  # heads still fit
+
+
+def test_auto_is_openvino_on_the_cpu_and_bad_names_are_one_error(own_cache, monkeypatch):
+    assert resolve_runtime("auto", torch.device("cpu")) == "openvino"
+    assert resolve_runtime("auto", torch.device("cuda")) == "torch"
+    monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
+    assert create_backbone("tiny_test").runtime == "torch"
+    with pytest.raises(LookalikeError, match="runtime must be one of"):
+        resolve_runtime("tensorrt", torch.device("cpu"))
+    with pytest.raises(LookalikeError, match="CPU only"):
+        resolve_runtime("openvino", torch.device("cuda"))
+
+
+def test_a_damaged_converted_network_is_converted_again(own_cache, caplog):
+    expected = create_backbone("tiny_test", runtime="torch")(BATCH)
+    create_backbone("tiny_test", runtime="openvino")(BATCH)
+    weights = next((cache_root() / "openvino").glob("*/model.bin"))
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2:len(data) // 2 + 64] = bytes(64)
+    weights.write_bytes(bytes(data))
+    assert torch.allclose(create_backbone("tiny_test", runtime="openvino")(BATCH), expected, atol=1e-5)
+    assert "damaged" in caplog.text
+
+
+def test_real_weights_same_features_in_openvino(own_cache):
+    images = torch.randn(2, 3, 288, 384, generator=torch.Generator().manual_seed(1))
+    reference = create_backbone("efficientnet_lite0", runtime="torch")(images)
+    openvino = create_backbone("efficientnet_lite0", runtime="openvino")(images)
+    assert float((openvino - reference).abs().max()) <= 1e-4
