@@ -49,20 +49,41 @@ def ray_features(catalogue: "Catalogue", embedder: Embedder, rows, batch_size=8,
         # one block per batch: blocks are what the pool hands its actors, and what comes back
         blocks = [pyarrow.Table.from_pylist([_item(catalogue, row) for row in rows[i:i + batch_size]])
                   for i in range(0, len(rows), batch_size)]
-        pool = ray.data.ActorPoolStrategy(size=min(workers or _pool_size(ray, gpus_per_worker), len(blocks)))
-        dataset = ray.data.from_arrow(blocks)
-        dataset.context.enable_progress_bars = False  # the caller shows its own progress
-        results = dataset.map_batches(
-            _Extractor, batch_size=batch_size, batch_format="numpy", compute=pool,
-            fn_constructor_args=(_payload(embedder), gpus_per_worker > 0), num_gpus=gpus_per_worker or None,
-            udf_modifying_row_count=False)
-        for batch in results.iter_batches(batch_size=None, batch_format="numpy"):
+        job = (blocks, _payload(embedder), batch_size, min(workers or _pool_size(ray, gpus_per_worker), len(blocks)),
+               gpus_per_worker)
+        # Ray Data can't run through Ray Client (ray://): the pipeline runs in an actor on the cluster
+        pipeline = ray.remote(num_cpus=0)(_Pipeline).remote(*job)
+        while (batch := ray.get(pipeline.next.remote())) is not None:
             ok = batch["error"] == ""
             yield (batch["row"][ok].astype(np.int64), batch["features"][ok].astype(np.float32, copy=False),
                    [str(message) for message in batch["error"][~ok]])
     finally:
         if started:
             ray.shutdown()
+
+
+def _batches(blocks, payload, batch_size, workers, gpus_per_worker):
+    """The pipeline: the blocks through a pool of `workers` extractors, each
+    batch as it completes (numpy columns row, features, error)."""
+    import ray.data
+
+    dataset = ray.data.from_arrow(blocks)
+    dataset.context.enable_progress_bars = False  # the caller shows its own progress
+    results = dataset.map_batches(
+        _Extractor, batch_size=batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers),
+        fn_constructor_args=(payload, gpus_per_worker > 0), num_gpus=gpus_per_worker or None,
+        udf_modifying_row_count=False)
+    yield from results.iter_batches(batch_size=None, batch_format="numpy")
+
+
+class _Pipeline:
+    """`_batches` run on the cluster, handed to the caller one batch at a time."""
+
+    def __init__(self, *job):
+        self.batches = _batches(*job)
+
+    def next(self):
+        return next(self.batches, None)
 
 
 def _ray():
@@ -90,7 +111,8 @@ def _connect(ray, address, workers) -> bool:
         return True
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
         raise LookalikeError(f"Ray cluster {address or '(local)'} could not be joined: "
-                             f"{' '.join(str(e).split()) or type(e).__name__}") from e
+                             f"{' '.join(str(e).split()) or type(e).__name__} (a cluster with token "
+                             "authentication needs RAY_AUTH_MODE=token and its token here: docs/ray.md)") from e
 
 
 def _reachable(address: str):
@@ -130,12 +152,13 @@ def _item(catalogue: "Catalogue", row: int) -> dict:
 
 
 def _payload(embedder: Embedder) -> bytes:
-    """The backbone (with any fine-tuned stages) and views, serialised once;
-    its tensors can be loaded onto any device."""
+    """The backbone (with any fine-tuned stages, and its runtime) and views,
+    serialised once; its tensors can be loaded onto any device. A fresh copy:
+    what the backbone has cached (a compiled network) stays here."""
     from ray import cloudpickle  # pickles the registry's lambdas, which pickle can't
 
     buffer = io.BytesIO()
-    torch.save(Embedder(embedder.backbone, embedder.views), buffer, pickle_module=cloudpickle)
+    torch.save(Embedder(replace(embedder.backbone), embedder.views), buffer, pickle_module=cloudpickle)
     return buffer.getvalue()
 
 
@@ -146,8 +169,10 @@ class _Extractor:
     def __init__(self, payload: bytes, gpu: bool):
         device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
         embedder = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
-        model = embedder.backbone.model.to(device, memory_format=torch.channels_last)
-        self.embedder = replace(embedder, backbone=replace(embedder.backbone, model=model, device=device))
+        backbone = embedder.backbone
+        runtime = backbone.runtime if device.type == "cpu" else "torch"  # OpenVINO runs on CPUs only
+        model = backbone.model.to(device, memory_format=torch.channels_last)
+        self.embedder = replace(embedder, backbone=replace(backbone, model=model, device=device, runtime=runtime))
 
     def __call__(self, batch: dict) -> dict:
         errors = [str(e) for e in batch["error"]]

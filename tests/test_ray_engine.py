@@ -48,13 +48,16 @@ def shop(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tuned():
-    """tiny_test with its last two stages changed, as `--unfreeze` training leaves them."""
+    """tiny_test with its last two stages changed, as `--unfreeze` training
+    leaves them, and already used here (what it cached stays here)."""
     backbone = create_embedder("tiny_test").backbone
     tail = copy.deepcopy(backbone.model.tail(2))
     with torch.no_grad():
         for p in tail.parameters():
             p.mul_(-1.5)
-    return Embedder(backbone.with_tail(tail, "tail:test"))
+    embedder = Embedder(backbone.with_tail(tail, "tail:test"))
+    embedder.backbone_features(torch.zeros(1, 3, 32, 32))
+    return embedder
 
 
 @pytest.fixture(scope="module")
