@@ -33,6 +33,10 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--runtime", help="what runs the backbone: auto (default: OpenVINO on the CPU when installed, "
                                      "else torch), torch, openvino, openvino-bf16 (default $LOOKALIKE_RUNTIME)")
+    p.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="what extracts missing features: this process (default) or Ray Data (docs/ray.md)")
+    p.add_argument("--ray-address", help="with --engine ray: ray://HOST:10001 or auto (default: a local instance)")
+    p.add_argument("--ray-workers", type=int, metavar="N", help="with --engine ray: model replicas (default: one per CPU)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head", action="append", default=[], metavar="RUN_DIR", help="also check this run (repeatable)")
     p.add_argument("--index", action="append", default=[], metavar="DIR", help="also check this index (repeatable)")
     p.add_argument("--repair", action="store_true", help="remove damaged cache entries (rebuilt when next needed)")
+
+    p = sub.add_parser("bench", help="extraction, query and index speed figures (issue #12) in one run")
+    p.add_argument("--catalogue", default="../shared/data/stanford-cars-thumbs", help="default: the car thumbnails")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--head", help="also time queries through this fine-tuned RUN_DIR")
+    p.add_argument("--per-class", type=int, default=4, metavar="N",
+                   help="extraction is timed on the first N images of each class (default 4)")
+    p.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, interleaved (median)")
+    p.add_argument("--index-sizes", type=int, nargs="*", default=[4_000, 100_000, 1_000_000], metavar="N",
+                   help="synthetic index sizes (default 4000 100000 1000000; none to skip)")
+    p.add_argument("--cache-dir", help="cache root (default: a fresh temporary one, so the figures are cold)")
+    p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the figures to this JSON file")
 
     p = sub.add_parser("deploy", help="upload this project to a Hugging Face Space (needs a token and the network)")
     p.add_argument("--space", required=True, metavar="OWNER/NAME", help="the Space to create or update")
@@ -100,10 +116,12 @@ def main(argv=None) -> int:
 
 def _recommender(args):
     from .engine import Recommender  # here: `--help` and argument errors need no torch
+    from .features import make_engine
 
     return Recommender.open(args.catalogue, backbone=args.backbone, head=args.head, classes=args.classes,
                             per_class=args.per_class, cache_dir=args.cache_dir, device=args.device,
-                            index_dir=getattr(args, "index", None), runtime=args.runtime)
+                            index_dir=getattr(args, "index", None), runtime=args.runtime,
+                            engine=make_engine(args.engine, args.ray_address, args.ray_workers))
 
 
 def cmd_index(args, out) -> int:
@@ -157,6 +175,17 @@ def cmd_verify(args, out) -> int:
     return 1 if damaged else 0
 
 
+def cmd_bench(args, out) -> int:
+    from .bench import bench, markdown, write_results
+
+    results = bench(args.catalogue, args.backbone, args.head, args.per_class, args.rounds, tuple(args.index_sizes),
+                    args.cache_dir)
+    print(markdown(results), file=out)
+    if args.json_out:
+        write_results(results, args.json_out)
+    return 0
+
+
 def cmd_deploy(args, out) -> int:
     from .deploy import deploy
 
@@ -165,4 +194,4 @@ def cmd_deploy(args, out) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "evaluate": cmd_evaluate, "verify": cmd_verify,
-            "deploy": cmd_deploy}
+            "bench": cmd_bench, "deploy": cmd_deploy}

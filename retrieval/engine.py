@@ -38,8 +38,9 @@ class Result:
 class Recommender:
     """Catalogue + Embedder -> cached features -> index -> search."""
 
-    def __init__(self, catalogue: Catalogue, embedder: Embedder, cache_dir=None, index_dir=None):
-        self.catalogue, self.embedder = catalogue, embedder
+    def __init__(self, catalogue: Catalogue, embedder: Embedder, cache_dir=None, index_dir=None, engine=None):
+        """`engine` extracts features the store lacks (features.make_engine; default: this process)."""
+        self.catalogue, self.embedder, self.engine = catalogue, embedder, engine
         self.cache_dir = cache_root(cache_dir)
         self.index_dir = Path(index_dir) if index_dir else None
         self.index: Index | None = None
@@ -47,11 +48,11 @@ class Recommender:
 
     @classmethod
     def open(cls, catalogue, backbone="auto", head=None, classes=None, per_class=None, cache_dir=None,
-             device="auto", index_dir=None, runtime=None):
+             device="auto", index_dir=None, runtime=None, engine=None):
         """From specs (or a loaded Catalogue), through `create_embedder`."""
         if not isinstance(catalogue, Catalogue):
             catalogue = load_catalogue(catalogue, classes, per_class)
-        return cls(catalogue, create_embedder(backbone, head, device, runtime), cache_dir, index_dir)
+        return cls(catalogue, create_embedder(backbone, head, device, runtime), cache_dir, index_dir, engine)
 
     @property
     def embedding_name(self) -> str:
@@ -66,7 +67,8 @@ class Recommender:
 
     def features(self, progress=None):
         """Cached backbone features of the catalogue (N, V, D) and the rows they cover."""
-        return catalogue_features(self.catalogue, self.embedder, self.cache_dir, progress=progress)
+        return catalogue_features(self.catalogue, self.embedder, self.cache_dir, progress=progress,
+                                  engine=self.engine)
 
     def catalogue_embeddings(self, progress=None):
         features, rows = self.features(progress)

@@ -9,6 +9,7 @@ inputs of a backbone's last stages (what `--unfreeze` trains those stages on).""
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -36,20 +37,42 @@ def features_fingerprint(catalogue_fingerprint: str, embedder: Embedder) -> str:
 
 
 def catalogue_features(catalogue: Catalogue, embedder: Embedder, cache_root, batch_size=BATCH_SIZE,
-                       progress=None):
+                       progress=None, engine=None):
     """Return (features float32 (N, V, dim), rows kept).
 
     Images that fail to decode are skipped, counted and logged; they never
     abort the build. `rows` are the catalogue rows the features belong to.
+    `engine` (see `make_engine`) extracts the missing ones; default: here.
     """
     store = FeatureStore.for_embedder(cache_root, "features", embedder)
+    engine = engine or local_engine
 
     def batches(rows):
-        return local_batches(catalogue, embedder, rows, lambda x: {"features": embedder.backbone_features(x)},
-                             batch_size)
+        for done, features, skipped in engine(catalogue, embedder, rows, batch_size):
+            yield done, {"features": features} if len(done) else {}, skipped
 
     arrays, rows = stored_outputs(catalogue, store, batches, f"features {embedder.backbone.name}", progress)
     return arrays["features"], rows
+
+
+def local_engine(catalogue: Catalogue, embedder: Embedder, rows, batch_size=BATCH_SIZE):
+    """(rows done, features (n, V, D), skip messages) per batch, in this process."""
+    for done, arrays, skipped in local_batches(catalogue, embedder, rows,
+                                               lambda x: {"features": embedder.backbone_features(x)}, batch_size):
+        yield done, arrays.get("features"), skipped
+
+
+def make_engine(name: str = "local", address: str | None = None, workers: int | None = None):
+    """An extraction engine by name: `local` (this process) or `ray` (Ray
+    Data on a local instance, or the cluster at `address`)."""
+    if name == "local":
+        return local_engine
+    if name == "ray":
+        from .ray_engine import ray_features
+
+        return lambda catalogue, embedder, rows, batch_size: ray_features(
+            catalogue, embedder, rows, batch_size, workers=workers, address=address)
+    raise LookalikeError(f"engine must be local or ray, not {name!r}")
 
 
 def stage_inputs(catalogue: Catalogue, embedder: Embedder, start: int, cache_root, batch_size=BATCH_SIZE):
@@ -138,17 +161,32 @@ def _write_chunk(store: FeatureStore, keys: list, outputs: list):
 
 
 def local_batches(catalogue: Catalogue, embedder: Embedder, rows, run, batch_size=BATCH_SIZE):
-    """(rows done, run(batch), skip messages) per batch of decodable images
-    among `rows`: this process's extraction engine."""
-    batch, batch_rows, errors = [], [], []
+    """(rows done, run(batch), skip messages) per batch of `rows`: this
+    process's extraction. The next batch is decoded and preprocessed in a
+    thread (PIL and torch release the GIL) while `run` works on this one."""
+    rows = list(rows)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoder:
+        pending = None
+        for start in range(0, len(rows), batch_size):
+            decoding = decoder.submit(_decode, catalogue, embedder, rows[start:start + batch_size])
+            if pending is not None:
+                yield _run(run, *pending.result())
+            pending = decoding
+        if pending is not None:
+            yield _run(run, *pending.result())
+
+
+def _decode(catalogue: Catalogue, embedder: Embedder, rows) -> tuple:
+    """(decodable rows, their preprocessed images, skip messages of the others)."""
+    done, images, errors = [], [], []
     for row in rows:
         try:
-            batch.append(embedder.preprocess(catalogue.image(row)))
-            batch_rows.append(row)
+            images.append(embedder.preprocess(catalogue.image(row)))
+            done.append(row)
         except LookalikeError as e:
             errors.append(str(e))
-        if len(batch) == batch_size:
-            yield batch_rows, run(torch.stack(batch)), errors
-            batch, batch_rows, errors = [], [], []
-    if batch or errors:
-        yield batch_rows, run(torch.stack(batch)) if batch else {}, errors
+    return done, images, errors
+
+
+def _run(run, done, images, errors) -> tuple:
+    return done, run(torch.stack(images)) if images else {}, errors

@@ -1,0 +1,29 @@
+"""`python -m retrieval bench` on a small generated shop with the tiny test
+backbone: every figure the issue asks for is there and sane."""
+
+import json
+
+import numpy as np
+from PIL import Image
+
+from retrieval.cli import main
+
+
+def test_bench_reports_every_figure(tmp_path, capsys):
+    shop = tmp_path / "shop"
+    rng = np.random.default_rng(0)
+    for c in range(4):
+        (shop / f"c{c}").mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(shop / f"c{c}" / f"{i}.png")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--catalogue", str(shop), "--backbone", "tiny_test", "--per-class", "3", "--rounds", "1",
+                 "--index-sizes", "--json", str(out)]) == 0  # index_bench.py has its own test
+    results = json.loads(out.read_text())
+    assert {row["pipeline"] for row in results["embed"]} == {"naive", "eager", "product", "bf16"}
+    assert results["embed_images_per_s"] > 0 and results["embed_speedup"] > 0
+    product = next(row for row in results["embed"] if row["pipeline"] == "product")
+    assert product["max_abs_diff_vs_eager"] <= 1e-4 and 0 <= product["recall_at_1"] <= 1
+    assert results["query_p50_ms"] > 0 and results["add_20_seconds"] > 0
+    assert results["added_found_first"] == "20/20"
+    assert "| product |" in capsys.readouterr().out
