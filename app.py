@@ -204,14 +204,15 @@ def build_demo(service: Service, reports_dir=ROOT / "reports") -> gr.Blocks:
                         f"`python -m retrieval report --output {Path(reports_dir).name}/NAME`: its tables and "
                         "plots, and after a search, where the query falls on the 2-D maps.")
             with gr.Row():
-                query_maps = [gr.Image(label=f"{title}: the query on the 2-D map", interactive=False,
-                                       elem_id=f"report-map-{side}") for side, title in SIDE_TITLES.items()]
+                query_maps = [gr.Image(label=f"{title}: the query on the 2-D map", show_label=False,
+                                       interactive=False, elem_id=f"report-map-{side}")
+                              for side, title in SIDE_TITLES.items()]
             for name in names:
                 view = reports.get(name, f"No report yet: make one with `python -m retrieval report "
                                          f"--catalogue SPEC --head RUN_DIR --output {Path(reports_dir).name}/{name}`.")
                 gr.Markdown(f"### {name}\n\n" + (view.markdown() if isinstance(view, ReportView) else view))
                 if isinstance(view, ReportView):
-                    gr.Gallery(view.plots(), label=f"{name}: plots", columns=2, height="auto")
+                    gr.Gallery(view.plots(), label=f"{name}: plots", columns=2, height="auto", object_fit="contain")
 
         def place_query(catalogue, item, rows):
             view = reports.get(catalogue)

@@ -94,14 +94,14 @@ def _figures(catalogue, rows, labels, entries, positions, neighbours, best, clas
     where = f"{catalogue.spec}: {len(rows)} images, {len(classes)} classes"
     figures = {
         "recall_at_k.png": plots.recall_figure({e["name"]: e["metrics"]["recall_curve"] for e in entries},
-                                               f"Recall@K, {where}"),
+                                               f"Recall@K\n{where}"),
         "confusion.png": plots.confusion_figure(
             [f"{numbers[c]}: {names[c]}" for c in classes], matrix,
             f"most confused classes, kNN (k={options.knn_k})\nof {best}"),
     }
     for e in entries:
         figures[map_file(e["name"])] = plots.map_figure(positions[e["name"]], labels, names, numbers,
-                                                        f"{e['name']}: t-SNE, {where}")
+                                                        f"{e['name']}: t-SNE\n{where}")
     for i, query in enumerate(_example_queries(labels, options.examples)):
         image = _thumbnail(catalogue, rows[query])
         label = names[labels[query]]

@@ -8,6 +8,7 @@ import logging
 import shlex
 import sys
 
+from ..allocator import keep_freed_memory
 from ..errors import LookalikeError
 
 DEFAULTS = {"backbones": "all", "autoencoder_epochs": 20, "knn_k": 5, "timing_images": 64, "examples": 4,
@@ -112,9 +113,11 @@ def main(argv=None) -> int:
     add_report_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["report", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    keep_freed_memory()  # as python -m retrieval: a CNN's activations reuse memory
+    answer = sys.stdout
     try:
-        with contextlib.redirect_stdout(sys.stderr):
-            return cmd_report(args, sys.stdout)
+        with contextlib.redirect_stdout(sys.stderr):  # libraries' chatter; the tables go to `answer`
+            return cmd_report(args, answer)
     except LookalikeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

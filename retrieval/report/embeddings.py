@@ -52,8 +52,10 @@ def handcrafted_embedding(catalogue: Catalogue) -> Embedding:
         except LookalikeError:
             continue
         rows.append(row)
-    return Embedding("handcrafted", "handcrafted", np.stack(vectors), np.asarray(rows), handcrafted.handcrafted_features,
-                     note=f"HSV colour histogram, uniform LBP texture, 4x4-cell edge orientations ({handcrafted.DIM}-d)")
+    return Embedding("handcrafted", "handcrafted", np.stack(vectors), np.asarray(rows),
+                     handcrafted.handcrafted_features,
+                     note=f"HSV colour histogram, uniform LBP texture, 4x4-cell edge orientations "
+                          f"({handcrafted.DIM}-d)")
 
 
 def autoencoder_embedding(catalogue: Catalogue, run_dir=None, epochs: int = 20, seed: int = 0) -> Embedding:
@@ -128,9 +130,10 @@ def head_embeddings(catalogue: Catalogue, heads, backbones: dict, cache_dir, dev
         embedder = create_embedder(backbones.get(head.backbone, "auto"), head, device)
         features, rows = catalogue_features(catalogue, embedder, cache_dir)
         training = head.config.get("training", {})
+        note = (f"run {spec}: {training.get('loss', '?')} loss, trained on {training.get('catalogue', '?')} "
+                f"classes {training.get('classes') or 'all'}")
         embeddings.append(Embedding(embedder.name, "fine-tuned", embedder.embed_features(features), rows,
-                                    embedder.embed, note=f"run {spec}: {training.get('loss', '?')} loss, trained on "
-                                    f"{training.get('catalogue', '?')} classes {training.get('classes') or 'all'}"))
+                                    embedder.embed, note=note))
     return embeddings
 
 

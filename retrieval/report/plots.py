@@ -49,7 +49,7 @@ def confusion_figure(names: list, matrix: np.ndarray, title: str, n: int = 12) -
     counts written in each non-empty cell."""
     keep = most_confused(matrix, min(n, len(matrix)))
     sub = matrix[np.ix_(keep, keep)]
-    labels = [textwrap.shorten(names[i], 28, placeholder="…") for i in keep]
+    labels = [textwrap.shorten(names[i], 48, placeholder="…") for i in keep]  # car names differ at the end
     fig = Figure(figsize=(2.2 + 0.55 * len(keep), 1.6 + 0.5 * len(keep)))
     axes = fig.subplots()
     image = axes.imshow(sub, cmap="Blues")

@@ -134,8 +134,10 @@ Made with:
 Retrieval follows `python -m retrieval evaluate`: every image queries all the
 others; R@K is the share of queries with an image of their class among their
 K nearest, MAP@R the mean average precision over the R = class size − 1
-nearest, P@1 the share whose nearest image shares their class (R@1 and P@1
-are the same number under this protocol). kNN classification gives each
+nearest, P@1 the share whose nearest image shares their class (R@1 counts
+the same thing; the two differ only where an image's nearest others tie in
+similarity, as duplicates do, and each breaks the tie on its own). kNN
+classification gives each
 image the most common class among its {report['knn_k']} nearest others.
 Images/s: decoding and embedding {plot_sample(report)} catalogue images in
 batches of 8 after one warm-up batch; "prepared" is training or fitting done
