@@ -87,6 +87,11 @@ class Backbone:
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
             return self.model(batch).float().cpu()
 
+    def warm_up(self):
+        """Pay the first call's costs (converting or loading the network for
+        its runtime) now, not in a user's first query."""
+        self(torch.zeros(1, 3, *self.spec.preprocessing.size))
+
     @cached_property
     def _openvino(self) -> Callable:
         """The network compiled by OpenVINO; torch's own if it can't be converted."""

@@ -75,6 +75,9 @@ class Served:
                 self.finetuned = Recommender(self.catalogue, create_embedder(backbone, self.head), cache_dir).build()
             except LookalikeError as e:
                 self.head, self.finetuned_note = None, _no_head(self.config, e)
+        for rec in (self.pretrained, self.finetuned):
+            if rec is not None:
+                rec.embedder.backbone.warm_up()
         self.status = "ready"
 
     def embed_queries(self, images) -> list:

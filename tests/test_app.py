@@ -106,6 +106,15 @@ def test_recommend_returns_both_embeddings(served):
         assert decode(results[0]["image"]).size == (64, 48)
 
 
+def test_build_readies_the_backbones_runtime_before_the_first_query(class_folders, tmp_path):
+    """Also on a start that finds everything cached, so runs no backbone."""
+    for _ in range(2):
+        backbone = create_backbone("tiny_test")
+        Service([CatalogueConfig("shop", str(class_folders), "tiny_test")], cache_dir=tmp_path,
+                backbones={"tiny_test": backbone}).build_all()
+        assert backbone.runtime == "openvino" and "_openvino" in vars(backbone)
+
+
 def test_readme_client_snippet_runs(served, capsys):
     """The README's API snippet, run as written (pointed at this test server)."""
     readme = (ROOT / "README.md").read_text()

@@ -62,3 +62,10 @@ def test_real_weights_same_features_in_openvino(own_cache):
     reference = create_backbone("efficientnet_lite0", runtime="torch")(images)
     openvino = create_backbone("efficientnet_lite0", runtime="openvino")(images)
     assert float((openvino - reference).abs().max()) <= 1e-4
+
+
+def test_warm_up_converts_the_network_before_the_first_query(own_cache):
+    backbone = create_backbone("tiny_test", runtime="openvino")
+    assert not list(own_cache.glob("openvino/*/model.xml"))
+    backbone.warm_up()
+    assert "_openvino" in vars(backbone) and list(own_cache.glob("openvino/*/model.xml"))
