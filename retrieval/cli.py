@@ -31,8 +31,9 @@ def _common(p: argparse.ArgumentParser):
                                   "(default: the pretrained features)")
     p.add_argument("--cache-dir", help="cache root (default $LOOKALIKE_CACHE or the user cache dir)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--runtime", help="what runs the backbone: auto (default: OpenVINO on the CPU when installed, "
-                                     "else torch), torch, openvino, openvino-bf16 (default $LOOKALIKE_RUNTIME)")
+    p.add_argument("--runtime", help="what runs the backbone: auto (default: OpenVINO on the CPU, in bfloat16 "
+                                     "where the CPU has it), torch, openvino, openvino-bf16 "
+                                     "(default $LOOKALIKE_RUNTIME)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="what extracts missing features: this process (default) or Ray Data (docs/ray.md)")
     p.add_argument("--ray-address", help="with --engine ray: ray://HOST:10001 or auto (default: a local instance)")

@@ -112,7 +112,7 @@ def test_build_readies_the_backbones_runtime_before_the_first_query(class_folder
         backbone = create_backbone("tiny_test")
         Service([CatalogueConfig("shop", str(class_folders), "tiny_test")], cache_dir=tmp_path,
                 backbones={"tiny_test": backbone}).build_all()
-        assert backbone.runtime == "openvino" and "_openvino" in vars(backbone)
+        assert backbone.runtime.startswith("openvino") and "_openvino" in vars(backbone)
 
 
 def test_readme_client_snippet_runs(served, capsys):

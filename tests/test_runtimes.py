@@ -9,6 +9,7 @@ import torch
 from retrieval.backbones import create_backbone
 from retrieval.cache import cache_root
 from retrieval.errors import LookalikeError
+from retrieval import runtimes
 from retrieval.runtimes import resolve_runtime
 
 BATCH = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -36,6 +37,8 @@ def test_bfloat16_features_are_cached_apart(own_cache):
 
 
 def test_auto_is_openvino_on_the_cpu_and_bad_names_are_one_error(own_cache, monkeypatch):
+    assert resolve_runtime("auto", torch.device("cpu")) == "openvino-bf16"  # this CPU has AVX-512 BF16
+    monkeypatch.setattr(runtimes, "_cpu_has_bf16", lambda: False)
     assert resolve_runtime("auto", torch.device("cpu")) == "openvino"
     assert resolve_runtime("auto", torch.device("cuda")) == "torch"
     monkeypatch.setenv("LOOKALIKE_RUNTIME", "torch")
