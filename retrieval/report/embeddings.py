@@ -96,7 +96,8 @@ def backbone_embeddings(catalogue: Catalogue, names, cache_dir, device="auto") -
         embedder = create_embedder(backbone)
         features, rows = catalogue_features(catalogue, embedder, cache_dir)
         embeddings.append(Embedding(name, "pretrained", embedder.embed_features(features), rows, embedder.embed,
-                                    note=f"{backbone.weights}, views {', '.join(embedder.views)}"))
+                                    note=f"{backbone.weights}, views {', '.join(embedder.views)}, "
+                                         f"inference on {backbone.runtime}"))
         embeddings.append(_whitened(embedder, features, rows))
     return embeddings, skipped, built
 
@@ -131,7 +132,7 @@ def head_embeddings(catalogue: Catalogue, heads, backbones: dict, cache_dir, dev
         features, rows = catalogue_features(catalogue, embedder, cache_dir)
         training = head.config.get("training", {})
         note = (f"run {spec}: {training.get('loss', '?')} loss, trained on {training.get('catalogue', '?')} "
-                f"classes {training.get('classes') or 'all'}")
+                f"classes {training.get('classes') or 'all'}; backbone inference on {embedder.backbone.runtime}")
         embeddings.append(Embedding(embedder.name, "fine-tuned", embedder.embed_features(features), rows,
                                     embedder.embed, note=note))
     return embeddings
