@@ -20,7 +20,7 @@ from torch import nn
 
 from .errors import LookalikeError
 from .fingerprint import digest
-from .preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from .preprocessing import Preprocessing
 from .runtimes import PRECISIONS, feature_precision, openvino_runner, resolve_runtime
 from .stages import StagedNet
 

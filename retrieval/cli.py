@@ -17,6 +17,7 @@ from .atomic import write_json
 from .backbones import available_backbones, backbone_spec
 from .errors import LookalikeError
 from .evaluate import METRIC_KEYS, retrieval_metrics
+from .report.command import add_report_parser, cmd_report
 from .service import MAX_K
 
 
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="synthetic index sizes (default 4000 100000 1000000; none to skip)")
     p.add_argument("--cache-dir", help="cache root (default: a fresh temporary one, so the figures are cold)")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the figures to this JSON file")
+
+    add_report_parser(sub)
 
     p = sub.add_parser("deploy", help="upload this project to a Hugging Face Space (needs a token and the network)")
     p.add_argument("--space", required=True, metavar="OWNER/NAME", help="the Space to create or update")
@@ -195,4 +198,4 @@ def cmd_deploy(args, out) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "evaluate": cmd_evaluate, "verify": cmd_verify,
-            "bench": cmd_bench, "deploy": cmd_deploy}
+            "bench": cmd_bench, "report": cmd_report, "deploy": cmd_deploy}

@@ -29,6 +29,16 @@ def class_folders(tmp_path):
     return root
 
 
+def noise_shop(root, classes: int, per_class: int, size=(48, 64)):
+    """Class folders c0..c{classes-1} of random-noise PNGs: no two alike."""
+    rng = np.random.default_rng(0)
+    for c in range(classes):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / f"c{c}" / f"{i}.png")
+    return root
+
+
 @pytest.fixture
 def cars():
     if not CARS.is_dir():

@@ -3,19 +3,12 @@ backbone: every figure the issue asks for is there and sane."""
 
 import json
 
-import numpy as np
-from PIL import Image
-
+from conftest import noise_shop
 from retrieval.cli import main
 
 
 def test_bench_reports_every_figure(tmp_path, capsys):
-    shop = tmp_path / "shop"
-    rng = np.random.default_rng(0)
-    for c in range(4):
-        (shop / f"c{c}").mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8)).save(shop / f"c{c}" / f"{i}.png")
+    shop = noise_shop(tmp_path / "shop", classes=4, per_class=8, size=(24, 32))
     out = tmp_path / "bench.json"
     assert main(["bench", "--catalogue", str(shop), "--backbone", "tiny_test", "--per-class", "3", "--rounds", "1",
                  "--index-sizes", "--json", str(out)]) == 0  # index_bench.py has its own test

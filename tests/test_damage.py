@@ -7,11 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-import retrieval.features as features_module
 from retrieval.cli import main
+from conftest import noise_shop
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -161,14 +160,7 @@ def test_a_killed_run_resumes_and_leaves_no_index_or_run_behind(tmp_path, comman
     import signal
     import time
 
-    from PIL import Image
-
-    shop = tmp_path / "shop"
-    rng = np.random.default_rng(0)
-    for c in range(10):
-        (shop / f"c{c}").mkdir(parents=True)
-        for i in range(12):
-            Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(shop / f"c{c}" / f"{i}.png")
+    shop = noise_shop(tmp_path / "shop", classes=10, per_class=12)
     cache, run = tmp_path / "cache", tmp_path / "run"
     args = {"index": ["-m", "retrieval", "index"], "finetune": ["-m", "finetune", "--output", str(run), "--epochs", "1"]}
     argv = [sys.executable, *args[command], "--catalogue", str(shop), "--backbone", "efficientnet_lite0",
