@@ -4,7 +4,8 @@ instance or a cluster (`--engine ray`): the same numbers as the local loop.
 The driver reads each row's undecoded image bytes (workers on other machines
 need no shared filesystem) and ships one copy of the backbone; each actor of
 a `map_batches` pool builds that model once, decodes with the same validating
-`open_image` and runs `Embedder.backbone_features`. Batches are yielded as
+`open_image` and runs `Embedder.features`. The pipeline itself runs in an
+actor (Ray Data can't run through Ray Client), which hands back batches as
 they complete, so a caller can store them as they arrive.
 """
 
@@ -15,14 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import torch
 
-from .embedder import Embedder
 from .errors import LookalikeError
 from .images import _read, open_image
 
-if TYPE_CHECKING:  # the workers import this module: datasets costs them seconds
+if TYPE_CHECKING:  # every Ray worker imports this module: the pipeline's needs no torch, none needs datasets
     from .catalogues import Catalogue
+    from .embedder import Embedder
 
 # a local instance stays small: it shares the machine with whatever started it
 LOCAL_OBJECT_STORE_BYTES = 200_000_000
@@ -30,7 +30,7 @@ CONNECT_TIMEOUT_S = 5
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def ray_features(catalogue: "Catalogue", embedder: Embedder, rows, batch_size=8, workers=None, address=None,
+def ray_features(catalogue: "Catalogue", embedder: "Embedder", rows, batch_size=8, workers=None, address=None,
                  gpus_per_worker=0) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
     """Yield (rows done int64 (n,), features float32 (n, V, D), skipped messages)
     as batches complete, in any order. A row whose image can't be read is
@@ -110,9 +110,9 @@ def _connect(ray, address, workers) -> bool:
         ray.init(address=address, runtime_env={"py_modules": [str(PACKAGE_DIR)]}, log_to_driver=False)
         return True
     except (ConnectionError, TimeoutError, RuntimeError, ValueError) as e:
-        raise LookalikeError(f"Ray cluster {address or '(local)'} could not be joined: "
-                             f"{' '.join(str(e).split()) or type(e).__name__} (a cluster with token "
-                             "authentication needs RAY_AUTH_MODE=token and its token here: docs/ray.md)") from e
+        what = f"Ray cluster {address} could not be joined" if address else "a local Ray instance could not start"
+        hint = " (a cluster with token authentication needs RAY_AUTH_MODE=token and its token here: docs/ray.md)"
+        raise LookalikeError(f"{what}: {' '.join(str(e).split()) or type(e).__name__}{hint if address else ''}") from e
 
 
 def _reachable(address: str):
@@ -131,6 +131,7 @@ def _reachable(address: str):
 
 
 def _pool_size(ray, gpus_per_worker) -> int:
+    """Workers the cluster can hold at once: one per CPU, or per GPU share."""
     resources = ray.cluster_resources()
     if gpus_per_worker > 0:
         size = int(resources.get("GPU", 0) // gpus_per_worker)
@@ -151,11 +152,14 @@ def _item(catalogue: "Catalogue", row: int) -> dict:
         return {"row": row, "name": name, "image": b"", "error": str(e)}
 
 
-def _payload(embedder: Embedder) -> bytes:
+def _payload(embedder: "Embedder") -> bytes:
     """The backbone (with any fine-tuned stages, and its runtime) and views,
     serialised once; its tensors can be loaded onto any device. A fresh copy:
     what the backbone has cached (a compiled network) stays here."""
+    import torch
     from ray import cloudpickle  # pickles the registry's lambdas, which pickle can't
+
+    from .embedder import Embedder
 
     buffer = io.BytesIO()
     torch.save(Embedder(replace(embedder.backbone), embedder.views), buffer, pickle_module=cloudpickle)
@@ -167,6 +171,8 @@ class _Extractor:
     into backbone features (zeros and a message for an unreadable image)."""
 
     def __init__(self, payload: bytes, gpu: bool):
+        import torch
+
         device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
         embedder = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
         backbone = embedder.backbone
@@ -176,16 +182,16 @@ class _Extractor:
 
     def __call__(self, batch: dict) -> dict:
         errors = [str(e) for e in batch["error"]]
-        tensors, ok = [], []
+        images, ok = [], []
         for i, (data, name) in enumerate(zip(batch["image"], batch["name"])):
             if errors[i]:
                 continue
             try:
-                tensors.append(self.embedder.preprocess(open_image(bytes(data), name=str(name))))
+                images.append(open_image(bytes(data), name=str(name)))
                 ok.append(i)
             except LookalikeError as e:
                 errors[i] = str(e)
         features = np.zeros((len(errors), len(self.embedder.views), self.embedder.backbone.dim), np.float32)
-        if tensors:
-            features[ok] = self.embedder.backbone_features(torch.stack(tensors))
+        if images:
+            features[ok] = self.embedder.features(images)
         return {"row": batch["row"], "features": features, "error": np.array(errors, dtype=object)}
