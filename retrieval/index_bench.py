@@ -82,7 +82,10 @@ def _in_child(function, *args):
 
 
 def _peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    """This process's peak resident memory. Not getrusage's ru_maxrss: Linux
+    keeps that across exec, so a fresh child reports its parent's peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024  # kB
 
 
 def _rss_mb() -> float:
