@@ -38,7 +38,10 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="what extracts missing features: this process (default) or Ray Data (docs/ray.md)")
     p.add_argument("--ray-address", help="with --engine ray: ray://HOST:10001 or auto (default: a local instance)")
-    p.add_argument("--ray-workers", type=int, metavar="N", help="with --engine ray: model replicas (default: one per CPU)")
+    p.add_argument("--ray-workers", type=int, metavar="N",
+                   help="with --engine ray: workers, one model each (default: one per cluster CPU or GPU share)")
+    p.add_argument("--ray-gpus-per-worker", type=float, default=0, metavar="G",
+                   help="with --engine ray: GPUs per worker (default 0: CPU workers)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,6 +99,13 @@ def check_arguments(parser, args):
             parser.error(str(e))
     if getattr(args, "per_class", None) is not None and args.per_class < 1:
         parser.error("--per-class must be at least 1")
+    ray_flags = [getattr(args, name, None) for name in ("ray_address", "ray_workers", "ray_gpus_per_worker")]
+    if getattr(args, "engine", "local") == "local" and any(ray_flags):
+        parser.error("--ray-address, --ray-workers and --ray-gpus-per-worker need --engine ray")
+    if getattr(args, "ray_workers", None) is not None and args.ray_workers < 1:
+        parser.error("--ray-workers must be at least 1")
+    if (getattr(args, "ray_gpus_per_worker", 0) or 0) < 0:
+        parser.error("--ray-gpus-per-worker must not be negative")
     if args.command == "search":
         if not 1 <= args.k <= MAX_K:
             parser.error(f"--k must be from 1 to {MAX_K}, not {args.k}")
@@ -125,7 +135,8 @@ def _recommender(args):
     return Recommender.open(args.catalogue, backbone=args.backbone, head=args.head, classes=args.classes,
                             per_class=args.per_class, cache_dir=args.cache_dir, device=args.device,
                             index_dir=getattr(args, "index", None), runtime=args.runtime,
-                            engine=make_engine(args.engine, args.ray_address, args.ray_workers))
+                            engine=make_engine(args.engine, args.ray_address, args.ray_workers,
+                                               args.ray_gpus_per_worker))
 
 
 def cmd_index(args, out) -> int:

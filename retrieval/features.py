@@ -62,16 +62,17 @@ def local_engine(catalogue: Catalogue, embedder: Embedder, rows, batch_size=BATC
         yield done, arrays.get("features"), skipped
 
 
-def make_engine(name: str = "local", address: str | None = None, workers: int | None = None):
+def make_engine(name: str = "local", address: str | None = None, workers: int | None = None,
+                gpus_per_worker: float = 0):
     """An extraction engine by name: `local` (this process) or `ray` (Ray
-    Data on a local instance, or the cluster at `address`)."""
+    Data on a local instance, or the cluster at `address`; docs/ray.md)."""
     if name == "local":
         return local_engine
     if name == "ray":
         from .ray_engine import ray_features
 
         return lambda catalogue, embedder, rows, batch_size: ray_features(
-            catalogue, embedder, rows, batch_size, workers=workers, address=address)
+            catalogue, embedder, rows, batch_size, workers=workers, address=address, gpus_per_worker=gpus_per_worker)
     raise LookalikeError(f"engine must be local or ray, not {name!r}")
 
 

@@ -29,6 +29,10 @@ def class_folders(tmp_path):
     return root
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "ray: starts a local Ray instance (tests/test_ray_engine.py)")
+
+
 def noise_shop(root, classes: int, per_class: int, size=(48, 64)):
     """Class folders c0..c{classes-1} of random-noise PNGs: no two alike."""
     rng = np.random.default_rng(0)

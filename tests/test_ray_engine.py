@@ -128,3 +128,24 @@ def test_without_ray_installed_is_one_clear_error(shop, tuned, monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "ray", None)
     with pytest.raises(LookalikeError, match=r"needs Ray Data: pip install 'ray\[client,data\]'"):
         next(ray_features(shop, tuned, [0]))
+
+
+def test_index_engine_ray_stores_what_the_local_engine_stores(local_ray, tmp_path, monkeypatch):
+    """`python -m retrieval index --engine ray` end to end: Ray extracts, and
+    the feature store it fills holds the local engine's features."""
+    import retrieval.ray_engine as ray_engine
+    from conftest import noise_shop
+    from retrieval.cli import main
+    from retrieval.engine import Recommender
+
+    asked = []
+    monkeypatch.setattr(ray_engine, "ray_features", lambda catalogue, embedder, rows, *a, **k: asked.append(
+        len(rows)) or ray_features(catalogue, embedder, rows, *a, **k))
+    shop = noise_shop(tmp_path / "shop", classes=2, per_class=4, size=(24, 32))
+    common = ["--catalogue", str(shop), "--backbone", "tiny_test", "--ray-workers", "1"]
+    assert main(["index", *common, "--engine", "ray", "--cache-dir", str(tmp_path / "ray")]) == 0
+    assert asked == [8]
+    catalogue, embedder = load_catalogue(str(shop)), create_embedder("tiny_test")
+    by_ray, rows = Recommender(catalogue, embedder, tmp_path / "ray").features()  # stored: no extraction
+    local, local_rows = Recommender(catalogue, embedder, tmp_path / "local").features()
+    assert np.array_equal(rows, local_rows) and float(np.abs(by_ray - local).max()) <= 1e-4
