@@ -42,7 +42,7 @@ NAIVE_SIZE = (224, 224)
 
 
 def bench(catalogue_spec: str, backbone="efficientnet_lite0", head=None, per_class=4, rounds=2,
-          index_sizes=(4_000, 100_000, 1_000_000), cache_dir=None) -> dict:
+          index_sizes=(4_000, 100_000, 1_000_000), index_backends=("annoy", "usearch"), cache_dir=None) -> dict:
     """Every figure above as one JSON-able dict (keys in the module docstring)."""
     catalogue = load_catalogue(catalogue_spec)
     results = {"catalogue": catalogue_spec, "n_catalogue": len(catalogue), "torch_threads": torch.get_num_threads()}
@@ -60,7 +60,7 @@ def bench(catalogue_spec: str, backbone="efficientnet_lite0", head=None, per_cla
     if index_sizes:
         from .index_bench import index_benchmark
 
-        results["index"] = index_benchmark(sizes=index_sizes, log=log.info)
+        results["index"] = index_benchmark(sizes=index_sizes, backends=index_backends, log=log.info)
         at_1m = _tuned_usearch(results["index"], 1_000_000)
         if at_1m:
             results["index_1m_recall_at_10"] = at_1m["recall_at_10"]

@@ -35,6 +35,8 @@ def _common(p: argparse.ArgumentParser):
     p.add_argument("--runtime", help="what runs the backbone: auto (default: OpenVINO on the CPU, in bfloat16 "
                                      "where the CPU has it), torch, openvino, openvino-bf16 "
                                      "(default $LOOKALIKE_RUNTIME)")
+    p.add_argument("--index-backend", default="auto", choices=["auto", "annoy", "usearch"],
+                   help="auto (default): Annoy up to 100,000 items, USearch (HNSW) beyond (BENCHMARKS.md)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="what extracts missing features: this process (default) or Ray Data (docs/ray.md)")
     p.add_argument("--ray-address", help="with --engine ray: ray://HOST:10001 or auto (default: a local instance)")
@@ -80,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="timed rounds per pipeline, interleaved (median)")
     p.add_argument("--index-sizes", type=int, nargs="*", default=[4_000, 100_000, 1_000_000], metavar="N",
                    help="synthetic index sizes (default 4000 100000 1000000; none to skip)")
+    p.add_argument("--index-backends", nargs="+", default=["annoy", "usearch"], choices=["annoy", "usearch"],
+                   help="index backends to measure (default both; Annoy at 1M takes minutes a setting)")
     p.add_argument("--cache-dir", help="cache root (default: a fresh temporary one, so the figures are cold)")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the figures to this JSON file")
 
@@ -135,6 +139,7 @@ def _recommender(args):
     return Recommender.open(args.catalogue, backbone=args.backbone, head=args.head, classes=args.classes,
                             per_class=args.per_class, cache_dir=args.cache_dir, device=args.device,
                             index_dir=getattr(args, "index", None), runtime=args.runtime,
+                            index_backend=args.index_backend,
                             engine=make_engine(args.engine, args.ray_address, args.ray_workers,
                                                args.ray_gpus_per_worker))
 
@@ -144,8 +149,7 @@ def cmd_index(args, out) -> int:
     rec = _recommender(args).build(rebuild=args.rebuild)
     m = rec.index.meta
     print(f"index: {m['n_items']} items from {args.catalogue} with {rec.embedding_name} "
-          f"({m['n_trees']} trees, search_k {m['search_k']}, recall@10 vs exact {m['recall_at_10']:.3f}) "
-          f"in {time.perf_counter() - started:.1f}s -> {rec.index.folder}", file=out)
+          f"({rec.index.describe()}) in {time.perf_counter() - started:.1f}s -> {rec.index.folder}", file=out)
     return 0
 
 
@@ -194,7 +198,7 @@ def cmd_bench(args, out) -> int:
     from .bench import bench, markdown, write_results
 
     results = bench(args.catalogue, args.backbone, args.head, args.per_class, args.rounds, tuple(args.index_sizes),
-                    args.cache_dir)
+                    tuple(args.index_backends), args.cache_dir)
     print(markdown(results), file=out)
     if args.json_out:
         write_results(results, args.json_out)

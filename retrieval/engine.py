@@ -14,7 +14,7 @@ from .errors import DamagedArtefact, LookalikeError
 from .features import catalogue_features, features_fingerprint
 from .fingerprint import digest
 from .images import open_image
-from .index import Index, build_index, open_index
+from .index_backends import build_index, choose_backend, open_index
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +38,26 @@ class Result:
 class Recommender:
     """Catalogue + Embedder -> cached features -> index -> search."""
 
-    def __init__(self, catalogue: Catalogue, embedder: Embedder, cache_dir=None, index_dir=None, engine=None):
-        """`engine` extracts features the store lacks (features.make_engine; default: this process)."""
+    def __init__(self, catalogue: Catalogue, embedder: Embedder, cache_dir=None, index_dir=None, engine=None,
+                 index_backend="auto"):
+        """`engine` extracts features the store lacks (features.make_engine;
+        default: this process); `index_backend`: auto, annoy or usearch
+        (index_backends.py)."""
         self.catalogue, self.embedder, self.engine = catalogue, embedder, engine
+        self.index_backend = choose_backend(index_backend, len(catalogue))
         self.cache_dir = cache_root(cache_dir)
         self.index_dir = Path(index_dir) if index_dir else None
-        self.index: Index | None = None
+        self.index = None
         self.rows = None  # catalogue rows the index covers (decodable images)
 
     @classmethod
     def open(cls, catalogue, backbone="auto", head=None, classes=None, per_class=None, cache_dir=None,
-             device="auto", index_dir=None, runtime=None, engine=None):
+             device="auto", index_dir=None, runtime=None, engine=None, index_backend="auto"):
         """From specs (or a loaded Catalogue), through `create_embedder`."""
         if not isinstance(catalogue, Catalogue):
             catalogue = load_catalogue(catalogue, classes, per_class)
-        return cls(catalogue, create_embedder(backbone, head, device, runtime), cache_dir, index_dir, engine)
+        return cls(catalogue, create_embedder(backbone, head, device, runtime), cache_dir, index_dir, engine,
+                   index_backend)
 
     @property
     def embedding_name(self) -> str:
@@ -78,11 +83,11 @@ class Recommender:
         """Load the matching index, or build (and cache) it. A damaged index
         in the cache is rebuilt; one in a folder the user named is refused."""
         expected = self.fingerprints()
-        folder = self.index_dir or entry_dir(self.cache_dir, "indexes", digest(expected))
+        folder = self.index_dir or entry_dir(self.cache_dir, "indexes", digest(expected, self.index_backend))
         index = None
         if not rebuild:
             try:
-                index = open_index(folder, expected)
+                index = open_index(folder, expected, self.index_backend)
             except DamagedArtefact as e:
                 if self.index_dir is not None:
                     raise LookalikeError(f"{e}; rebuild it with `python -m retrieval index --rebuild "
@@ -95,7 +100,7 @@ class Recommender:
             if progress is not None:
                 progress.start("building the index", len(rows), "items")
             meta = dict(expected, catalogue=self.catalogue.spec, embedding=self.embedder.name, rows=rows.tolist())
-            index = build_index(folder, embeddings, meta)
+            index = build_index(folder, embeddings, meta, self.index_backend)
         rows = index.meta.get("rows")
         if not isinstance(rows, list) or len(rows) != index.meta["n_items"]:
             raise DamagedArtefact(f"{folder}/meta.json: damaged (its rows don't match its {index.meta['n_items']} "

@@ -59,6 +59,10 @@ class Index:
         self.annoy = _load_annoy(self.folder, meta)
         self.search_k = meta["search_k"]
 
+    def describe(self) -> str:
+        m = self.meta
+        return f"annoy, {m['n_trees']} trees, search_k {m['search_k']}, recall@10 vs exact {m['recall_at_10']:.3f}"
+
     def search(self, query: np.ndarray, k: int, exact=False):
         """(rows, cosine scores) of the k nearest items to one normalised query.
         Exact when k covers every item: Annoy would return only the items its

@@ -60,13 +60,19 @@ class UsearchIndex:
     def __len__(self):
         return len(self.usearch)
 
-    def search(self, queries: np.ndarray, k: int, threads=1):
+    def describe(self) -> str:
+        m = self.meta
+        return (f"usearch, connectivity {m['connectivity']}, expansion_search {m['expansion_search']}, "
+                f"recall@10 vs exact {m['recall_at_10']:.3f}")
+
+    def search(self, queries: np.ndarray, k: int, exact=False, threads=1):
         """(rows, cosine scores) of the k nearest items to each normalised query:
         1-d arrays for one query (dim,), (m, k) arrays for (m, dim) with rows -1
-        and scores NaN past the items there are. Exact when k covers every item."""
+        and scores NaN past the items there are. Exact when asked or when k
+        covers every item."""
         one = np.ndim(queries) == 1
         queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
-        matches = self.usearch.search(queries, k, threads=threads, exact=k >= len(self))
+        matches = self.usearch.search(queries, k, threads=threads, exact=exact or k >= len(self))
         # one query gives its found items only, several give k columns and counts
         counts = np.atleast_1d(getattr(matches, "counts", len(matches.keys)))
         keys = np.asarray(matches.keys, dtype=np.int64).reshape(len(queries), -1)
@@ -202,7 +208,7 @@ def _tune_search(index: USearch, queries, truth_keys):
     k = truth_keys.shape[1]
     for expansion_search in SEARCH_LADDER:
         index.expansion_search = expansion_search
-        found = index.search(queries, k, threads=0).keys
+        found = np.asarray(index.search(queries, k, threads=0).keys).reshape(len(queries), -1)  # 1 query: 1-d
         per_query = np.array([len(set(f.tolist()) & set(t.tolist())) / k for f, t in zip(found, truth_keys)])
         recall = per_query.mean()
         if recall - 2 * per_query.std() / np.sqrt(len(per_query)) >= TARGET_RECALL:

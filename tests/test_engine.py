@@ -141,3 +141,20 @@ def test_cli_index_then_search_on_real_cars(cars, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "retrieval", "search", *common, "--image", str(tmp_path)],
                          cwd=ROOT, env=env, capture_output=True, text=True)
     assert bad.returncode == 2 and "error:" in bad.stderr
+
+
+def test_usearch_backend_answers_like_annoy_and_auto_picks_by_size(class_folders, tmp_path, capsys):
+    from retrieval.cli import main
+    from retrieval.index_backends import choose_backend
+
+    query = class_folders / "green" / "green1.png"
+    annoy = _recommender(class_folders, tmp_path / "cache").build()
+    usearch = Recommender(load_catalogue(str(class_folders)), create_embedder("tiny_test"), tmp_path / "cache",
+                          index_backend="usearch").build()
+    assert annoy.index_backend == "annoy" and type(usearch.index).__name__ == "UsearchIndex"
+    assert [r.id for r in usearch.search(query, k=4)] == [r.id for r in annoy.search(query, k=4)]
+    assert [r.id for r in usearch.search(query, k=4, exact=True)] == [r.id for r in annoy.search(query, k=4)]
+    assert choose_backend("auto", 100_000) == "annoy" and choose_backend("auto", 100_001) == "usearch"
+    assert main(["index", "--catalogue", str(class_folders), "--backbone", "tiny_test", "--index-backend", "usearch",
+                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert "(usearch, connectivity" in capsys.readouterr().out
