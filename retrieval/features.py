@@ -108,7 +108,8 @@ def stored_outputs(catalogue: Catalogue, store: FeatureStore, batches, desc: str
         where = store.locations()
         missing = _missing_rows(keys, where)
         if missing:
-            _extract_into(store, catalogue, missing, batches, desc, progress)
+            stored = sum(key in where for key in keys)
+            _extract_into(store, catalogue, missing, stored, batches, desc, progress)
             where = store.locations()
         rows = [row for row, key in enumerate(keys) if key in where]
         if not rows:
@@ -130,11 +131,14 @@ def _missing_rows(keys: list, where: dict) -> list:
     return missing
 
 
-def _extract_into(store: FeatureStore, catalogue: Catalogue, rows: list, batches, desc: str, progress=None):
-    """Make the outputs of `rows` and store them a chunk at a time."""
-    total, done = len(catalogue), len(catalogue) - len(rows)
-    if done:
-        log.info("%s: %d of %d images already stored; extracting the other %d", desc, done, total, len(rows))
+def _extract_into(store: FeatureStore, catalogue: Catalogue, rows: list, stored: int, batches, desc: str,
+                  progress=None):
+    """Make the outputs of `rows` and store them a chunk at a time; `stored`
+    catalogue items were found in the store (the progress starts there)."""
+    done = len(catalogue) - len(rows)  # found, or a duplicate of an image about to be made
+    total = len(catalogue)
+    if stored:
+        log.info("%s: %d of %d images already stored; extracting the other %d", desc, stored, total, len(rows))
     if progress is not None:
         progress.start("extracting features", total, done=done)
     pending_keys, pending, skipped = [], [], []
