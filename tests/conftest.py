@@ -13,7 +13,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
-CARS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "stanford-cars-thumbs"
+ROOT = Path(__file__).resolve().parents[1]
+CARS = ROOT.parent / "shared" / "data" / "stanford-cars-thumbs"
 
 
 @pytest.fixture
@@ -31,6 +32,20 @@ def class_folders(tmp_path):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "ray: starts a local Ray instance (tests/test_ray_engine.py)")
+
+
+def refusal_in_child(child_code: str, folder, checks: str) -> str:
+    """Run `child_code` (opens `folder`, prints one line and exits 3 when it
+    refuses it) in a fresh interpreter, where a segfault can't take the tests
+    down; its one line, after checking it neither crashed nor said more."""
+    import subprocess
+    import sys
+
+    child = subprocess.run([sys.executable, "-c", child_code, str(folder), checks], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert child.returncode == 3, f"exit {child.returncode} (-11: segfault): {child.stdout}{child.stderr[-1500:]}"
+    assert len(child.stdout.strip().splitlines()) == 1, child.stdout
+    return child.stdout
 
 
 def noise_shop(root, classes: int, per_class: int, size=(48, 64)):

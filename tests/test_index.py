@@ -2,12 +2,11 @@ import io
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import refusal_in_child
 
 from retrieval.artefacts import record
 from retrieval.errors import DamagedArtefact, LookalikeError
@@ -44,7 +43,6 @@ def test_index_for_other_data_is_refused(tmp_path):
 # leaves them: each must be a DamagedArtefact naming the file, never a
 # segfault, a traceback or silently wrong results.
 
-ROOT = Path(__file__).resolve().parents[1]
 DIM = 32
 EXPECTED = {"catalogue_fingerprint": "a"}
 # Opens the index and queries it in a child process, so that a crash in
@@ -133,10 +131,8 @@ IN_CHILD = {  # damage -> (checks on open, what the one-line error must say)
 def test_damaged_annoy_file_is_refused_and_never_crashes(ix, damage):
     apply, checks, message = IN_CHILD[damage]
     apply(ix)
-    child = subprocess.run([sys.executable, "-c", CHILD, str(ix), checks], cwd=ROOT, capture_output=True,
-                           text=True, timeout=60)
-    assert child.returncode == 3, f"exit {child.returncode} (-11: segfault): {child.stdout}{child.stderr[-1500:]}"
-    assert re.search(message, child.stdout) and len(child.stdout.strip().splitlines()) == 1, child.stdout
+    line = refusal_in_child(CHILD, ix, checks)
+    assert re.search(message, line), line
 
 
 IN_PROCESS = {  # damage -> what the DamagedArtefact must say

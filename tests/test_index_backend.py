@@ -5,18 +5,16 @@ before USearch reads the file."""
 import json
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import refusal_in_child
 
 from retrieval.errors import DamagedArtefact, LookalikeError
 from retrieval.usearch_index import FILE, build_index, open_index
 from retrieval.vectors import Clustered, exact_top_k, recall_at_k
 
-ROOT = Path(__file__).resolve().parents[1]
 N, DIM = 2000, 32
 # Spread wide enough that the cheapest search effort misses the target
 # (recall .976): the build's tuning is what meets it.
@@ -150,11 +148,8 @@ DAMAGE = {  # damage -> (checks on open, what the one line must say)
 def test_damaged_index_is_refused_in_one_line_and_never_crashes(ix, damage):
     apply, checks, message = DAMAGE[damage]
     apply(ix)
-    child = subprocess.run([sys.executable, "-c", CHILD, str(ix), checks], cwd=ROOT, capture_output=True,
-                           text=True, timeout=60)
-    assert child.returncode == 3, f"exit {child.returncode} (-11: segfault): {child.stdout}{child.stderr[-1500:]}"
-    assert len(child.stdout.strip().splitlines()) == 1
-    assert re.search(message, child.stdout), child.stdout
+    line = refusal_in_child(CHILD, ix, checks)
+    assert re.search(message, line), line
 
 
 def test_meta_json_disagreeing_with_the_file_is_refused(ix):
