@@ -17,7 +17,8 @@ from .errors import DamagedArtefact
 # at ~1 GB/s, so that costs at most ~0.25 s, small beside loading a model.
 # Larger ones (indexes of millions of items) get only their size checked on
 # open, which catches truncation, and their checksum by
-# `python -m retrieval verify` (deep=True).
+# `python -m retrieval verify` and when they are in an index folder the user
+# named (deep=True: such a folder is refused when damaged, never rebuilt).
 HASH_ON_OPEN_BYTES = 256 * 1024 * 1024
 CHUNK_BYTES = 1024 * 1024
 

@@ -87,7 +87,9 @@ class Recommender:
         index = None
         if not rebuild:
             try:
-                index = open_index(folder, expected, self.index_backend)
+                # a folder the user named is hashed whole, however large: it is
+                # refused when damaged, never rebuilt, so it must never be served damaged
+                index = open_index(folder, expected, self.index_backend, deep=self.index_dir is not None or None)
             except DamagedArtefact as e:
                 if self.index_dir is not None:
                     raise LookalikeError(f"{e}; rebuild it with `python -m retrieval index --rebuild "

@@ -49,12 +49,12 @@ class Index:
     """An Annoy index over L2-normalised embeddings with the parameters that
     met the recall target, loaded memory-mapped from its folder."""
 
-    def __init__(self, folder: Path, meta: dict):
+    def __init__(self, folder: Path, meta: dict, deep: bool | None = None):
         """Everything is checked before Annoy sees its file: Annoy memory-maps
         it blindly, and a truncated one crashes the process on a query."""
         self.folder, self.meta = Path(folder), meta
         _check_meta(self.folder, meta)
-        check(self.folder, meta["files"], required=FILES)
+        check(self.folder, meta["files"], deep=deep, required=FILES)
         self.embeddings = _load_embeddings(self.folder, meta)  # for --exact, audits and k >= n
         self.annoy = _load_annoy(self.folder, meta)
         self.search_k = meta["search_k"]
@@ -109,18 +109,19 @@ def _load_annoy(folder: Path, meta: dict) -> AnnoyIndex:
     return annoy
 
 
-def open_index(folder, expected: dict) -> Index | None:
+def open_index(folder, expected: dict, deep: bool | None = None) -> Index | None:
     """Load the index in `folder` if it exists (None when it doesn't); refuse
     one built for other data (LookalikeError) and a damaged one
     (DamagedArtefact: a cache entry is rebuilt, a folder the user named is not).
 
-    `expected` holds the fingerprints the caller needs (catalogue, features, embedder).
+    `expected` holds the fingerprints the caller needs (catalogue, features,
+    embedder); `deep`: hash every file however large (artefacts.check).
     """
     meta = read_meta(folder)
     if meta is None:
         return None
     _check_fingerprints(Path(folder), meta, expected)
-    return Index(folder, meta)
+    return Index(folder, meta, deep)
 
 
 def _check_fingerprints(folder: Path, meta: dict, expected: dict):

@@ -26,9 +26,10 @@ def choose_backend(name: str, n_items: int) -> str:
     return name
 
 
-def open_index(folder, expected: dict, backend: str):
+def open_index(folder, expected: dict, backend: str, deep: bool | None = None):
     """The index in `folder` with the backend its files say it is (a folder
-    may hold an index of either), else None; refusals as each backend's."""
+    may hold an index of either), else None; refusals as each backend's.
+    `deep`: hash every file, however large (artefacts.check)."""
     meta = read_meta(folder)
     if meta is None:
         return None
@@ -36,7 +37,7 @@ def open_index(folder, expected: dict, backend: str):
         backend = "usearch"
     elif isinstance(meta.get("files"), dict) and "index.ann" in meta["files"]:
         backend = "annoy"
-    return BACKENDS[backend].open_index(folder, expected)
+    return BACKENDS[backend].open_index(folder, expected, deep=deep)
 
 
 def build_index(folder, embeddings, meta: dict, backend: str):

@@ -51,10 +51,10 @@ class UsearchIndex:
     """A USearch index in a folder, checked against its record before USearch
     reads a byte of it (a damaged file can crash USearch)."""
 
-    def __init__(self, folder, meta: dict, view=True):
+    def __init__(self, folder, meta: dict, view=True, deep: bool | None = None):
         self.folder, self.meta, self.view = Path(folder), meta, view
         _check_usearch_meta(self.folder, meta)
-        check(self.folder, meta["files"], required=(FILE,))
+        check(self.folder, meta["files"], deep=deep, required=(FILE,))
         self.usearch = _load(self.folder / FILE, meta, view)
 
     def __len__(self):
@@ -146,7 +146,7 @@ def _keys(keys, expected=None) -> np.ndarray:
     return keys.astype(np.uint64)
 
 
-def open_index(folder, expected: dict | None = None, view=True) -> UsearchIndex | None:
+def open_index(folder, expected: dict | None = None, view=True, deep: bool | None = None) -> UsearchIndex | None:
     """The index in `folder` (None when there is none), memory-mapped unless
     `view` is False; refused when built for other data (LookalikeError: the
     fingerprints in `expected` differ) or damaged (DamagedArtefact)."""
@@ -154,7 +154,7 @@ def open_index(folder, expected: dict | None = None, view=True) -> UsearchIndex 
     if meta is None:
         return None
     _check_fingerprints(Path(folder), meta, expected or {})
-    return UsearchIndex(folder, meta, view=view)
+    return UsearchIndex(folder, meta, view=view, deep=deep)
 
 
 def build_index(folder, embeddings: np.ndarray, meta: dict | None = None, keys=None, threads=0,

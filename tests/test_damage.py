@@ -66,6 +66,24 @@ def test_damaged_index_is_refused_when_named_and_rebuilt_in_the_cache(class_fold
     assert code == 0 and json.loads(out)[0]["id"] == "red/red1" and "rebuilding" in caplog.text
 
 
+@pytest.mark.parametrize("backend", ["annoy", "usearch"])
+def test_a_named_index_too_large_to_hash_on_open_is_hashed_anyway(class_folders, tmp_path, capsys, monkeypatch,
+                                                                 backend):
+    """Cache files past HASH_ON_OPEN_BYTES get only their size checked on
+    open; a folder the user named is refused, never rebuilt, so it is always
+    hashed whole: a same-size bit flip is caught."""
+    import retrieval.artefacts as artefacts
+
+    named = tmp_path / "my-index"
+    assert main(["index", *common(class_folders, tmp_path / "cache"), "--index", str(named),
+                 "--index-backend", backend]) == 0
+    monkeypatch.setattr(artefacts, "HASH_ON_OPEN_BYTES", 16)  # every file counts as large
+    flip_bytes(named / ("index.ann" if backend == "annoy" else "index.usearch"), 0.7)
+    code, out, err = search(class_folders, tmp_path / "cache", capsys, "--index", str(named),
+                            "--index-backend", backend)
+    assert code == 2 and out == "" and "checksum differs" in err
+
+
 def test_truncated_index_never_crashes_the_process(class_folders, tmp_path):
     """Annoy memory-maps an index blindly: a truncated one used to segfault
     (exit 139) on the first query. Run in a child so a crash can't hide."""
