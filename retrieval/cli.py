@@ -103,6 +103,8 @@ def check_arguments(parser, args):
             parser.error(str(e))
     if getattr(args, "per_class", None) is not None and args.per_class < 1:
         parser.error("--per-class must be at least 1")
+    if args.command == "bench" and args.per_class < 2:
+        parser.error("bench: --per-class must be at least 2 (R@1 needs another image of each query's class)")
     ray_flags = [getattr(args, name, None) for name in ("ray_address", "ray_workers", "ray_gpus_per_worker")]
     if getattr(args, "engine", "local") == "local" and any(ray_flags):
         parser.error("--ray-address, --ray-workers and --ray-gpus-per-worker need --engine ray")
