@@ -2,7 +2,6 @@
 heads stay valid), bfloat16 must be cached apart, and a damaged converted
 network must be converted again, never served."""
 
-import numpy as np
 import pytest
 import torch
 
