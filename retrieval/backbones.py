@@ -81,7 +81,7 @@ class Backbone:
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        if self.runtime.startswith("openvino"):
+        if self.runtime.startswith("openvino") and self._openvino is not None:
             return self._openvino(batch.float())
         batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
@@ -93,15 +93,15 @@ class Backbone:
         self(torch.zeros(1, 3, *self.spec.preprocessing.size))
 
     @cached_property
-    def _openvino(self) -> Callable:
-        """The network compiled by OpenVINO; torch's own if it can't be converted."""
+    def _openvino(self) -> Callable | None:
+        """The network compiled by OpenVINO; None (torch runs it) if it can't be converted."""
         try:
             return openvino_runner(self.model, self.spec.preprocessing.size, self.fingerprint,
                                    PRECISIONS[self.runtime])
         except Exception as e:  # a network OpenVINO can't convert still runs, slower
             log.warning("%s: OpenVINO could not convert it (%s: %s); running it in torch",
                         self.name, type(e).__name__, e)
-            return lambda batch: self.model(batch.contiguous(memory_format=torch.channels_last)).float()
+            return None
 
     def with_tail(self, tail, tag: str) -> "Backbone":
         """This backbone with its last stages replaced by fine-tuned ones

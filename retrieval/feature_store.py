@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .artefacts import sha256_file
 from .atomic import write_bytes, write_json
 from .cache import entry_dir
 from .errors import DamagedArtefact
@@ -81,20 +82,24 @@ class FeatureStore:
                 out[name][targets] = array[positions]
         return out
 
-    def write(self, keys: list, arrays: dict):
-        """Store one chunk: `keys` and, for each output, its rows in that order."""
+    def write(self, keys: list, arrays: dict, where: dict):
+        """Store one chunk: `keys` and, for each output, its rows in that order;
+        `where` (a `locations()`) learns where they are, so that it need not be
+        read from every chunk again."""
         if not (self.folder / "meta.json").is_file():
             write_json(self.folder / "meta.json", self.produced_by)
         buffer = io.BytesIO()
         np.savez(buffer, keys=np.asarray(keys, dtype=str), **arrays)
         data = buffer.getvalue()
-        sequence = len(self.chunks())
-        write_bytes(self.folder / f"{sequence:06d}-{_sha(data)}{CHUNK_SUFFIX}", data)
+        chunk = self.folder / f"{len(self.chunks()):06d}-{_sha(data)}{CHUNK_SUFFIX}"
+        write_bytes(chunk, data)
+        for position, key in enumerate(keys):
+            where.setdefault(key, (chunk, position))
 
     def problems(self) -> list:
         """(chunk, what is wrong) for each chunk whose bytes don't match its name (for `verify`)."""
         return [(chunk, f"{chunk}: damaged (its checksum differs from its name)") for chunk in self.chunks()
-                if _sha(chunk.read_bytes()) != _named_sha(chunk)]
+                if sha256_file(chunk)[:HASH_CHARS] != _named_sha(chunk)]
 
     def _load(self, chunk: Path) -> dict:
         try:

@@ -108,9 +108,7 @@ def stored_outputs(catalogue: Catalogue, store: FeatureStore, batches, desc: str
         where = store.locations()
         missing = _missing_rows(keys, where)
         if missing:
-            stored = sum(key in where for key in keys)
-            _extract_into(store, catalogue, missing, stored, batches, desc, progress)
-            where = store.locations()
+            _extract_into(store, where, catalogue, missing, batches, desc, progress)
         rows = [row for row, key in enumerate(keys) if key in where]
         if not rows:
             raise LookalikeError(f"catalogue {catalogue.spec!r}: none of its {len(catalogue)} images could be read")
@@ -131,10 +129,11 @@ def _missing_rows(keys: list, where: dict) -> list:
     return missing
 
 
-def _extract_into(store: FeatureStore, catalogue: Catalogue, rows: list, stored: int, batches, desc: str,
+def _extract_into(store: FeatureStore, where: dict, catalogue: Catalogue, rows: list, batches, desc: str,
                   progress=None):
-    """Make the outputs of `rows` and store them a chunk at a time; `stored`
-    catalogue items were found in the store (the progress starts there)."""
+    """Make the outputs of `rows`, store them a chunk at a time and add them
+    to `where` (the store's locations)."""
+    stored = sum(key in where for key in catalogue.keys)
     done = len(catalogue) - len(rows)  # found, or a duplicate of an image about to be made
     total = len(catalogue)
     if stored:
@@ -152,17 +151,17 @@ def _extract_into(store: FeatureStore, catalogue: Catalogue, rows: list, stored:
             if progress is not None:
                 progress.advance(bar.n)
             if len(pending_keys) >= CHUNK_IMAGES or time.monotonic() - written >= CHUNK_SECONDS:
-                _write_chunk(store, pending_keys, pending)
+                _write_chunk(store, where, pending_keys, pending)
                 pending_keys, pending, written = [], [], time.monotonic()
-        _write_chunk(store, pending_keys, pending)
+        _write_chunk(store, where, pending_keys, pending)
     if skipped:
         log.warning("skipped %d unreadable image(s) in %s, e.g. %s", len(skipped), catalogue.spec, skipped[0])
 
 
-def _write_chunk(store: FeatureStore, keys: list, outputs: list):
+def _write_chunk(store: FeatureStore, where: dict, keys: list, outputs: list):
     outputs = [o for o in outputs if o]
     if keys:
-        store.write(keys, {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]})
+        store.write(keys, {name: np.concatenate([o[name] for o in outputs]) for name in outputs[0]}, where)
 
 
 def local_batches(catalogue: Catalogue, embedder: Embedder, rows, run, batch_size=BATCH_SIZE):

@@ -5,6 +5,10 @@ import hashlib
 import json
 import os
 
+from .artefacts import sha256_file
+
+KEY_CHARS = 32  # 128 bits of SHA-256
+
 
 def digest(*parts) -> str:
     """Hash JSON-able parts (dicts, lists, strings, numbers) to 16 hex chars."""
@@ -15,16 +19,12 @@ def digest(*parts) -> str:
 def content_key(data: bytes) -> str:
     """Names one item by its bytes (128 bits of SHA-256): the feature store's
     key, so a renamed, moved or re-ordered image keeps its stored features."""
-    return hashlib.sha256(data).hexdigest()[:32]
+    return hashlib.sha256(data).hexdigest()[:KEY_CHARS]
 
 
 def file_keys(paths) -> list:
     """content_key of each file; hashing the 4,052 car thumbnails takes 0.25 s."""
-    keys = []
-    for p in paths:
-        with open(p, "rb") as f:
-            keys.append(hashlib.file_digest(f, "sha256").hexdigest()[:32])
-    return keys
+    return [sha256_file(p)[:KEY_CHARS] for p in paths]
 
 
 def files_digest(paths) -> str:
@@ -33,7 +33,5 @@ def files_digest(paths) -> str:
     bytes) keeps its cached index."""
     total = hashlib.sha256()
     for p in paths:
-        with open(p, "rb") as f:
-            content = hashlib.file_digest(f, "sha256").digest()
-        total.update(os.path.basename(p).encode() + b"\0" + content)
+        total.update(os.path.basename(p).encode() + b"\0" + bytes.fromhex(sha256_file(p)))
     return total.hexdigest()[:16]

@@ -80,11 +80,11 @@ def test_an_interrupted_extraction_resumes_where_it_stopped(class_folders, tmp_p
     real_write = features_module.FeatureStore.write
     writes = []
 
-    def crash_after_one_chunk(store, keys, arrays):
+    def crash_after_one_chunk(store, keys, arrays, where):
         if writes:
             raise KeyboardInterrupt
         writes.append(keys)
-        real_write(store, keys, arrays)
+        real_write(store, keys, arrays, where)
 
     monkeypatch.setattr(features_module.FeatureStore, "write", crash_after_one_chunk)
     with pytest.raises(KeyboardInterrupt):
