@@ -25,6 +25,8 @@ from retrieval.atomic import atomic_dir, atomic_path, write_json
 from retrieval.catalogues import Catalogue
 from retrieval.errors import DamagedArtefact, LookalikeError
 
+from .run_dir import check_output as check_run_output
+
 SIZE, LATENT = 32, 32
 WEIGHTS_FILE, CONFIG_FILE = "autoencoder.safetensors", "autoencoder.json"
 FORMAT_VERSION = 1
@@ -150,12 +152,7 @@ def _epoch(model, optimiser, x, batch_size, generator, epoch, history):
 
 def check_output(output, overwrite: bool) -> Path:
     """Refuse to clobber an earlier autoencoder run unless asked (before any work)."""
-    output = Path(output)
-    if (output / WEIGHTS_FILE).exists() and not overwrite:
-        raise LookalikeError(f"{output} already holds an autoencoder; pass --overwrite or another --output")
-    if output.exists() and not output.is_dir():
-        raise LookalikeError(f"--output {output} is a file, not a folder")
-    return output
+    return check_run_output(output, overwrite, WEIGHTS_FILE, "an autoencoder")
 
 
 def save_autoencoder(output, result: AutoencoderResult, config: AutoencoderConfig, training: dict) -> Path:

@@ -16,11 +16,12 @@ from .plots import plot_curves
 from .train import TrainResult
 
 
-def check_output(output, overwrite: bool) -> Path:
-    """Refuse to clobber an earlier run unless asked (before any slow work)."""
+def check_output(output, overwrite: bool, weights_file=WEIGHTS_FILE, holds="a fine-tuned head") -> Path:
+    """Refuse to clobber an earlier run (whose weights are `weights_file`)
+    unless asked, before any slow work."""
     output = Path(output)
-    if (output / WEIGHTS_FILE).exists() and not overwrite:
-        raise LookalikeError(f"{output} already holds a fine-tuned head; pass --overwrite or another --output")
+    if (output / weights_file).exists() and not overwrite:
+        raise LookalikeError(f"{output} already holds {holds}; pass --overwrite or another --output")
     if output.exists() and not output.is_dir():
         raise LookalikeError(f"--output {output} is a file, not a folder")
     return output
