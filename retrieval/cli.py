@@ -110,7 +110,7 @@ def check_arguments(parser, args):
         parser.error("--ray-address, --ray-workers and --ray-gpus-per-worker need --engine ray")
     if getattr(args, "ray_workers", None) is not None and args.ray_workers < 1:
         parser.error("--ray-workers must be at least 1")
-    if (getattr(args, "ray_gpus_per_worker", 0) or 0) < 0:
+    if getattr(args, "ray_gpus_per_worker", 0) < 0:
         parser.error("--ray-gpus-per-worker must not be negative")
     if args.command == "search":
         if not 1 <= args.k <= MAX_K:
