@@ -21,6 +21,14 @@ from retrieval.service import MAX_K, Service
 
 log = logging.getLogger("lookalike.app")
 ROOT = Path(__file__).resolve().parent
+# Gradio's queue keeps its last GRADIO_ANALYTICS_MAX_EVENTS events (default
+# 10,000) for its monitoring page and rebuilds a pandas summary of all of them
+# every GRADIO_ANALYTICS_CACHE_FREQUENCY events (default 1): 3-4 ms of CPU per
+# request at first and 12 ms once 10,000 are kept, so a long-running server
+# grew slower and larger. Every 100 events over the last 1,000 it is noise.
+# Read when the queue is made; an operator's own setting wins.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
 # Uploads (and gradio's copies of result files) older than UPLOAD_MAX_AGE
 # seconds are deleted every UPLOAD_SWEEP seconds: a query is answered in well
 # under a second, so nothing a client still needs is lost, and the disk does

@@ -78,7 +78,7 @@ def served(tmp_path_factory):
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
                             **app.launch_options(service))
     try:
-        yield {"url": url, "service": service, "shop": shop, "run_dir": run_dir, "tmp": tmp}
+        yield {"url": url, "service": service, "shop": shop, "run_dir": run_dir, "tmp": tmp, "demo": demo}
     finally:
         demo.close()
 
@@ -127,6 +127,14 @@ def test_readme_client_snippet_runs(served, capsys):
     exec(compile(snippet, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "tiny_test + shop" in out and "('red', 1.0)" in out
+
+
+def test_queue_bounds_concurrency_waiting_requests_and_its_own_analytics(served):
+    """Gradio's defaults would summarise every kept event after every request
+    (see app.py): the served queue must use the app's settings."""
+    queue = served["demo"]._queue
+    assert (queue.default_concurrency_limit, queue.max_size) == (app.QUERY_CONCURRENCY, app.QUEUE_SIZE)
+    assert queue.ANALYTICS_MAX_EVENTS <= 1000 and queue.ANAYLTICS_CACHE_FREQUENCY >= 100
 
 
 def test_catalogues_endpoint_lists_unavailable_with_reason(served):
