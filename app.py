@@ -37,10 +37,10 @@ UPLOAD_SWEEP, UPLOAD_MAX_AGE = 60, 300
 # Up to QUERY_CONCURRENCY requests run at once (in gradio's worker threads)
 # and hand their images to one batching worker (retrieval/batching.py); more
 # wait in a queue of at most QUEUE_SIZE, and past that a client is told the
-# server is busy instead of waiting minutes. 4 rather than 16: with 16, the
-# server spent 96 instead of 66 ms of CPU per request under 32 users
-# (BENCHMARKS.md), on threads that only wait for the worker.
-QUERY_CONCURRENCY, QUEUE_SIZE = 4, 256
+# server is busy instead of waiting minutes. Under 32 users (BENCHMARKS.md,
+# session 7) 8 served 1.10x the requests of 4 at 0.94x the CPU per request,
+# for ~100 MB more memory; 16 cost more CPU per request than 4 (session 5).
+QUERY_CONCURRENCY, QUEUE_SIZE = 8, 256
 SIDE_TITLES = {"pretrained": "Pretrained", "finetuned": "Fine-tuned"}
 NOT_UPLOADED = "the image must be uploaded with the request (gradio_client's handle_file); server paths are refused"
 # Result captions wrap instead of being cut off, and galleries grow to show
