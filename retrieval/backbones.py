@@ -50,6 +50,7 @@ class Backbone:
     weights: str                # names the weights, for fingerprints and head checks
     device: torch.device
     runtime: str = "torch"      # what runs inference (runtimes.py): resolved, never "auto"
+    cache_dir: Path | None = None  # cache root of its converted network (None: the default root)
 
     @property
     def name(self) -> str:
@@ -97,7 +98,7 @@ class Backbone:
         """The network compiled by OpenVINO; None (torch runs it) if it can't be converted."""
         try:
             return openvino_runner(self.model, self.spec.preprocessing.size, self.fingerprint,
-                                   PRECISIONS[self.runtime])
+                                   PRECISIONS[self.runtime], self.cache_dir)
         except Exception as e:  # a network OpenVINO can't convert still runs, slower
             log.warning("%s: OpenVINO could not convert it (%s: %s); running it in torch",
                         self.name, type(e).__name__, e)
@@ -159,11 +160,12 @@ def resolve_backbone(name: str) -> tuple:
 
 
 def create_backbone(name: str = "auto", device: str = "auto", pretrained: bool = True,
-                    runtime: str | None = None) -> Backbone:
+                    runtime: str | None = None, cache_dir=None) -> Backbone:
     """Build a frozen backbone by name ('auto' picks one and logs why).
     `pretrained=False` gives the architecture with random weights (what a
     run's saved stages are loaded into); `runtime` runs its inference
-    (runtimes.py; None: $LOOKALIKE_RUNTIME, else auto)."""
+    (runtimes.py; None: $LOOKALIKE_RUNTIME, else auto), whose converted
+    network is cached under `cache_dir` (--cache-dir; None: the default root)."""
     name, why = resolve_backbone(name)
     if why != "asked for":
         log.info("backbone: %s (%s)", name, why)
@@ -172,7 +174,7 @@ def create_backbone(name: str = "auto", device: str = "auto", pretrained: bool =
     dev = default_device(device)
     # channels_last: 1.8x faster on this CPU for efficientnet_lite0 (BENCHMARKS.md)
     model = fold_batchnorm(model.eval()).requires_grad_(False).to(dev, memory_format=torch.channels_last)
-    return Backbone(spec, model, weights, dev, resolve_runtime(runtime, dev))
+    return Backbone(spec, model, weights, dev, resolve_runtime(runtime, dev), Path(cache_dir) if cache_dir else None)
 
 
 @torch.no_grad()

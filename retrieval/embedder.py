@@ -144,16 +144,17 @@ def embedding_name(backbone: str, head: Head | None) -> str:
     return f"{backbone} + {head.name}" if head else backbone
 
 
-def create_embedder(backbone="auto", head=None, device="auto", runtime=None) -> Embedder:
+def create_embedder(backbone="auto", head=None, device="auto", runtime=None, cache_dir=None) -> Embedder:
     """The one factory. `backbone`: a name ('auto' means the head's own
     backbone when there is a head) or an already-built Backbone to share;
     `head`: None, a RUN_DIR or hub:OWNER/NAME, or a loaded Head; `runtime`:
-    what runs the backbone's inference (runtimes.py)."""
+    what runs the backbone's inference (runtimes.py); `cache_dir`: the cache
+    root of a backbone built here."""
     if isinstance(head, (str, Path)):
         head = load_head(head)
     if isinstance(backbone, str):
         backbone = create_backbone(head.backbone if head is not None and backbone == "auto" else backbone,
-                                   device=device, runtime=runtime)
+                                   device=device, runtime=runtime, cache_dir=cache_dir)
     if head is None:
         return Embedder(backbone)
     why = head.mismatch(backbone)

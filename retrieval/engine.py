@@ -56,7 +56,7 @@ class Recommender:
         """From specs (or a loaded Catalogue), through `create_embedder`."""
         if not isinstance(catalogue, Catalogue):
             catalogue = load_catalogue(catalogue, classes, per_class)
-        return cls(catalogue, create_embedder(backbone, head, device, runtime), cache_dir, index_dir, engine,
+        return cls(catalogue, create_embedder(backbone, head, device, runtime, cache_dir), cache_dir, index_dir, engine,
                    index_backend)
 
     @property

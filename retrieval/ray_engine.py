@@ -178,7 +178,9 @@ class _Extractor:
         backbone = embedder.backbone
         runtime = backbone.runtime if device.type == "cpu" else "torch"  # OpenVINO runs on CPUs only
         model = backbone.model.to(device, memory_format=torch.channels_last)
-        self.embedder = replace(embedder, backbone=replace(backbone, model=model, device=device, runtime=runtime))
+        # the driver's cache root may not exist here: the worker caches its converted network in its own
+        self.embedder = replace(embedder, backbone=replace(backbone, model=model, device=device, runtime=runtime,
+                                                           cache_dir=None))
 
     def __call__(self, batch: dict) -> dict:
         errors = [str(e) for e in batch["error"]]

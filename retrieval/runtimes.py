@@ -77,13 +77,15 @@ class OpenVinoRunner:
         return torch.from_numpy(np.array(outputs[0], dtype=np.float32))
 
 
-def openvino_runner(model: torch.nn.Module, input_size: tuple, fingerprint: str, precision: str) -> OpenVinoRunner:
+def openvino_runner(model: torch.nn.Module, input_size: tuple, fingerprint: str, precision: str,
+                    cache_dir=None) -> OpenVinoRunner:
     """`model` (frozen, on the CPU) compiled by OpenVINO for inputs of
     `input_size` (height, width) and any batch size, from the converted
-    network cached for `fingerprint` (converted and cached when missing or damaged)."""
+    network cached for `fingerprint` under `cache_dir` (converted and cached
+    when missing or damaged)."""
     import openvino as ov
 
-    folder = entry_dir(cache_root(), "openvino", digest("openvino", fingerprint, ov.__version__))
+    folder = entry_dir(cache_root(cache_dir), "openvino", digest("openvino", fingerprint, ov.__version__))
     core = ov.Core()
     network = _read_cached(core, folder)
     if network is None:

@@ -178,7 +178,7 @@ class Service:
     def _backbone(self, name: str) -> Backbone:
         """One Backbone per name, shared by every catalogue (made on first use)."""
         if name not in self._backbones:
-            self._backbones[name] = create_backbone(name, device=self.device)
+            self._backbones[name] = create_backbone(name, device=self.device, cache_dir=self.cache_dir)
         return self._backbones[name]
 
     def build_all(self):

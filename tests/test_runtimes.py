@@ -7,6 +7,7 @@ import torch
 
 from retrieval.backbones import create_backbone
 from retrieval.cache import cache_root
+from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
 from retrieval import runtimes
 from retrieval.runtimes import resolve_runtime
@@ -71,3 +72,12 @@ def test_warm_up_converts_the_network_before_the_first_query(own_cache):
     assert not list(own_cache.glob("openvino/*/model.xml"))
     backbone.warm_up()
     assert "_openvino" in vars(backbone) and list(own_cache.glob("openvino/*/model.xml"))
+
+
+def test_the_converted_network_is_cached_under_the_cache_dir_given(own_cache, class_folders, tmp_path_factory):
+    """--cache-dir holds every cache entry, the converted network too (a
+    read-only or full default root must not matter)."""
+    given = tmp_path_factory.mktemp("given")
+    Recommender.open(str(class_folders), "tiny_test", cache_dir=given, runtime="openvino").build()
+    assert list(given.glob("openvino/*/model.xml"))
+    assert not list(own_cache.glob("openvino/*"))

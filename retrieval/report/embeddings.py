@@ -87,7 +87,7 @@ def backbone_embeddings(catalogue: Catalogue, names, cache_dir, device="auto") -
     embeddings, skipped, built = [], [], {}
     for name in names:
         try:
-            backbone = create_backbone(name, device=device)
+            backbone = create_backbone(name, device=device, cache_dir=cache_dir)
         except LookalikeError as e:
             log.info("report: skipping %s (%s)", name, e)
             skipped.append(Skipped(name, str(e)))
@@ -128,7 +128,7 @@ def head_embeddings(catalogue: Catalogue, heads, backbones: dict, cache_dir, dev
     embeddings = []
     for spec in heads:
         head = load_head(spec)
-        embedder = create_embedder(backbones.get(head.backbone, "auto"), head, device)
+        embedder = create_embedder(backbones.get(head.backbone, "auto"), head, device, cache_dir=cache_dir)
         features, rows = catalogue_features(catalogue, embedder, cache_dir)
         training = head.config.get("training", {})
         note = (f"run {spec}: {training.get('loss', '?')} loss, trained on {training.get('catalogue', '?')} "
