@@ -5,16 +5,19 @@ gradio_client, serving tiny generated catalogues with the tiny test backbone
 import base64
 import io
 import json
+import logging
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import yaml
 from gradio_client import Client, handle_file
+from gradio.utils import get_upload_folder
 from gradio_client.exceptions import AppError
 from PIL import Image
 
@@ -24,6 +27,7 @@ from finetune.train import TrainConfig, train_head
 from retrieval.backbones import create_backbone
 from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
+from retrieval.images import MAX_BYTES
 from retrieval.manifest import CatalogueConfig, load_manifest
 from retrieval.service import Service
 
@@ -161,6 +165,37 @@ def test_server_paths_are_refused_alike_whether_or_not_they_exist(served):
             client.predict({"path": path}, "shop", 5, api_name="/recommend")
         messages.append(str(refused.value))
     assert len(set(messages)) == 1 and app.NOT_UPLOADED in messages[0]
+
+
+def test_uploads_over_the_size_limit_are_refused_by_the_server_and_not_kept(served):
+    """The server itself refuses an upload over MAX_BYTES (413, before any
+    query runs) and keeps no part of it on disk."""
+    big = served["tmp"] / "big.jpg"
+    big.write_bytes(b"\xff\xd8\xff" + bytes(MAX_BYTES))
+
+    def stored():
+        return {path for path in Path(get_upload_folder()).rglob("*") if path.is_file()}
+
+    before = stored()
+    with open(big, "rb") as f:
+        response = httpx.post(served["url"].rstrip("/") + "/gradio_api/upload", files={"files": f}, timeout=120)
+    assert response.status_code == 413
+    assert not stored() - before
+
+
+def test_uploads_are_swept_after_a_few_minutes(served):
+    assert served["demo"].delete_cache == (app.UPLOAD_SWEEP, app.UPLOAD_MAX_AGE)
+    assert app.UPLOAD_MAX_AGE <= 600
+
+
+def test_a_refused_request_is_one_log_line_without_a_traceback(served, caplog, capfd):
+    text = served["tmp"] / "notes-logged.txt"
+    text.write_text("not a picture")
+    with caplog.at_level(logging.INFO, logger="lookalike.app"), pytest.raises(AppError):
+        Client(served["url"], verbose=False).predict(handle_file(str(text)), "shop", 5, api_name="/recommend")
+    lines = [record for record in caplog.records if record.name == "lookalike.app"]
+    assert len(lines) == 1 and lines[0].getMessage().startswith("refused: ") and lines[0].exc_info is None
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def test_catalogue_without_head_says_how_to_make_one(served):
