@@ -20,6 +20,16 @@ def entry_dir(root, kind: str, fingerprint: str) -> Path:
     return Path(root) / kind / fingerprint
 
 
+def mark_used(path) -> None:
+    """Record that a cache entry or feature chunk was used just now: its
+    modification time is its last use, which `prune` reads. Nothing else reads
+    it. A read-only cache is simply not marked."""
+    try:
+        os.utime(path)
+    except OSError:
+        pass
+
+
 def read_meta(folder) -> dict | None:
     """The entry's metadata; None when there is no entry (entries are renamed
     into place whole, so a missing meta.json means none was finished);

@@ -1,4 +1,4 @@
-"""`python -m retrieval index|search|evaluate|verify|deploy`: thin wrappers over the engine.
+"""`python -m retrieval index|search|evaluate|verify|prune|deploy`: thin wrappers over the engine.
 
 Whatever libraries print while models load (torch.hub's "Downloading: ..."
 line, for one) goes to stderr: stdout carries only the command's answer, so
@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", action="append", default=[], metavar="DIR", help="also check this index (repeatable)")
     p.add_argument("--repair", action="store_true", help="remove damaged cache entries (rebuilt when next needed)")
 
+    p = sub.add_parser("prune", help="delete cache entries and feature chunks nothing has used for DAYS days")
+    p.add_argument("--unused-for", type=float, required=True, metavar="DAYS",
+                   help="remove what no run or server has used for this many days (> 0)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.add_argument("--cache-dir", help="cache root (default $LOOKALIKE_CACHE or the user cache dir)")
+
     p = sub.add_parser("bench", help="extraction, query and index speed figures (issue #12) in one run")
     p.add_argument("--catalogue", default="../shared/data/stanford-cars-thumbs", help="default: the car thumbnails")
     p.add_argument("--backbone", default="efficientnet_lite0")
@@ -112,6 +118,8 @@ def check_arguments(parser, args):
         parser.error("--ray-workers must be at least 1")
     if getattr(args, "ray_gpus_per_worker", 0) < 0:
         parser.error("--ray-gpus-per-worker must not be negative")
+    if args.command == "prune" and not args.unused_for > 0:
+        parser.error("--unused-for must be more than 0 days (a run writing now must keep its files)")
     if args.command == "search":
         if not 1 <= args.k <= MAX_K:
             parser.error(f"--k must be from 1 to {MAX_K}, not {args.k}")
@@ -196,6 +204,19 @@ def cmd_verify(args, out) -> int:
     return 1 if damaged else 0
 
 
+def cmd_prune(args, out) -> int:
+    from .cache import cache_root
+    from .prune import prune
+
+    removed = prune(cache_root(args.cache_dir), args.unused_for, args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for what, size in removed:
+        print(f"{verb}  {what} ({size / 1e6:,.1f} MB)", file=out)
+    print(f"{verb} {len(removed)} entries and chunks unused for {args.unused_for:g} days: "
+          f"{sum(size for _, size in removed) / 1e6:,.1f} MB", file=out)
+    return 0
+
+
 def cmd_bench(args, out) -> int:
     from .bench import bench, markdown, write_results
 
@@ -215,4 +236,4 @@ def cmd_deploy(args, out) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "evaluate": cmd_evaluate, "verify": cmd_verify,
-            "bench": cmd_bench, "report": cmd_report, "deploy": cmd_deploy}
+            "prune": cmd_prune, "bench": cmd_bench, "report": cmd_report, "deploy": cmd_deploy}

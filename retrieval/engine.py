@@ -7,10 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import cache_root, entry_dir
+from .cache import cache_root, entry_dir, mark_used
 from .catalogues import Catalogue, load_catalogue
 from .embedder import Embedder, create_embedder
 from .errors import DamagedArtefact, LookalikeError
+from .feature_store import FeatureStore
 from .features import catalogue_features, features_fingerprint
 from .fingerprint import digest
 from .images import open_image
@@ -90,6 +91,8 @@ class Recommender:
                 # a folder the user named is hashed whole, however large: it is
                 # refused when damaged, never rebuilt, so it must never be served damaged
                 index = open_index(folder, expected, self.index_backend, deep=self.index_dir is not None or None)
+                if index is not None and self.index_dir is None:
+                    self._mark_used(folder)
             except DamagedArtefact as e:
                 if self.index_dir is not None:
                     raise LookalikeError(f"{e}; rebuild it with `python -m retrieval index --rebuild "
@@ -109,6 +112,13 @@ class Recommender:
                                   "items); rebuild it with `python -m retrieval index --rebuild`")
         self.index, self.rows = index, np.asarray(rows)
         return self
+
+    def _mark_used(self, folder: Path):
+        """Mark a cached index and the feature chunks it was built from as
+        used (`prune`): opening it reads no features, but the next change to
+        the catalogue needs them."""
+        mark_used(folder)
+        FeatureStore.for_embedder(self.cache_dir, "features", self.embedder).mark_used(self.catalogue.keys)
 
     def search(self, image, k=5, exact=False) -> list:
         """Top-k results for one query image (path, bytes or PIL), validated."""

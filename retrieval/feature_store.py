@@ -22,7 +22,7 @@ import numpy as np
 
 from .artefacts import sha256_file
 from .atomic import write_bytes, write_json
-from .cache import entry_dir
+from .cache import entry_dir, mark_used
 from .errors import DamagedArtefact
 from .fingerprint import digest
 
@@ -74,6 +74,7 @@ class FeatureStore:
             by_chunk[chunk][1].append(position)
         out = {}
         for chunk, (targets, positions) in by_chunk.items():
+            mark_used(chunk)
             for name, array in self._load(chunk).items():
                 if name == "keys":
                     continue
@@ -81,6 +82,12 @@ class FeatureStore:
                     out[name] = np.empty((len(keys), *array.shape[1:]), dtype=array.dtype)
                 out[name][targets] = array[positions]
         return out
+
+    def mark_used(self, keys: list):
+        """Mark the chunks holding `keys` as used now (`prune` keeps them)."""
+        where = self.locations()
+        for chunk in {where[key][0] for key in keys if key in where}:
+            mark_used(chunk)
 
     def write(self, keys: list, arrays: dict, where: dict):
         """Store one chunk: `keys` and, for each output, its rows in that order;

@@ -28,7 +28,7 @@ import torch
 
 from .artefacts import check, record
 from .atomic import atomic_dir, write_json
-from .cache import cache_root, entry_dir, read_meta
+from .cache import cache_root, entry_dir, mark_used, read_meta
 from .errors import DamagedArtefact, LookalikeError
 from .fingerprint import digest
 
@@ -88,7 +88,9 @@ def openvino_runner(model: torch.nn.Module, input_size: tuple, fingerprint: str,
     folder = entry_dir(cache_root(cache_dir), "openvino", digest("openvino", fingerprint, ov.__version__))
     core = ov.Core()
     network = _read_cached(core, folder)
-    if network is None:
+    if network is not None:
+        mark_used(folder)
+    else:
         network = _convert(ov, model, input_size)
         with atomic_dir(folder) as tmp:
             ov.save_model(network, str(tmp / "model.xml"), compress_to_fp16=False)

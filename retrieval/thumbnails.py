@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 from .atomic import write_bytes
+from .cache import mark_used
 from .catalogues import Catalogue
 
 THUMBNAIL = 256  # longest side, pixels
@@ -19,10 +20,14 @@ class Thumbnails:
 
     def __init__(self, folder):
         self.folder = Path(folder)
+        self._marked = set()  # catalogue folders marked used by this process (once each: `prune`)
 
     def path(self, catalogue: Catalogue, row: int) -> Path:
         """The item's thumbnail file, made on first use (atomically)."""
         stem = self.folder / catalogue.fingerprint / str(row)
+        if catalogue.fingerprint not in self._marked and stem.parent.is_dir():
+            mark_used(stem.parent)
+            self._marked.add(catalogue.fingerprint)
         for suffix in (".jpg", ".png"):
             if stem.with_suffix(suffix).is_file():
                 return stem.with_suffix(suffix)
