@@ -32,6 +32,14 @@ def sha256_file(path) -> str:
     return digest.hexdigest()
 
 
+def disk_bytes(path) -> int:
+    """Bytes a file, or every file under a folder, takes."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
 def record(folder, names) -> dict:
     """{name: {"bytes": size, "sha256": digest}} of files in `folder`: call it
     on the temp folder just before it is renamed into place, and store it."""

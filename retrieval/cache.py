@@ -20,6 +20,15 @@ def entry_dir(root, kind: str, fingerprint: str) -> Path:
     return Path(root) / kind / fingerprint
 
 
+def entries(folder, unfinished=False) -> list:
+    """The entries of one kind's folder, sorted; a dot-name is an unfinished
+    atomic write, listed only with `unfinished`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if unfinished or not p.name.startswith("."))
+
+
 def mark_used(path) -> None:
     """Record that a cache entry or feature chunk was used just now: its
     modification time is its last use, which `prune` reads. Nothing else reads

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .artefacts import disk_bytes
 from .vectors import Clustered, default_clusters, exact_top_k, recall_at_k
 
 K = 10
@@ -93,10 +94,6 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _disk_mb(folder: Path) -> float:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 2**20
-
-
 def _build_annoy(folder, threads):
     """Annoy as the product builds it first (sqrt(n) trees within [10, 100])
     on `threads` cores, and the search_k its audit then picks (its build
@@ -123,7 +120,7 @@ def _build_annoy(folder, threads):
     top, _ = exact_top_k(vectors, vectors[audit], K + 1)
     truth = [[r for r in rows if r != row][:K] for row, rows in zip(audit, top.tolist())]
     search_k, recall = _tune_search_k(annoy, vectors, audit, truth, n_trees, K)
-    return dict(build_s=round(build_s, 2), disk_mb=round(_disk_mb(folder / "annoy"), 1),
+    return dict(build_s=round(build_s, 2), disk_mb=round(disk_bytes(folder / "annoy") / 2**20, 1),
                 rss_mb=round(_peak_mb() - before, 1), tuned=search_k,
                 params=f"n_trees={n_trees} (audit recall@10 {recall:.4f})")
 
@@ -156,7 +153,7 @@ def _build_usearch(folder, threads):
     started = time.perf_counter()
     index = build_index(folder / "usearch", vectors, threads=threads)
     meta = index.meta
-    return dict(build_s=round(time.perf_counter() - started, 2), disk_mb=round(_disk_mb(folder / "usearch"), 1),
+    return dict(build_s=round(time.perf_counter() - started, 2), disk_mb=round(disk_bytes(folder / "usearch") / 2**20, 1),
                 rss_mb=round(_peak_mb() - before, 1), tuned=meta["expansion_search"],
                 params=(f"connectivity={meta['connectivity']} expansion_add={meta['expansion_add']} "
                         f"(audit recall@10 {meta['recall_at_10']})"))

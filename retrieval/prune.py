@@ -20,6 +20,8 @@ import shutil
 import time
 from pathlib import Path
 
+from .artefacts import disk_bytes
+from .cache import entries
 from .verify import STORE_KINDS
 
 ENTRY_KINDS = ("indexes", "openvino", "thumbnails")  # pruned whole, by the entry folder's last use
@@ -30,11 +32,11 @@ def prune(cache_root: Path, unused_for_days: float, dry_run=False) -> list:
     """(path relative to the cache root, bytes) of everything removed (or, with
     `dry_run`, that would be), oldest use first."""
     cutoff = time.time() - unused_for_days * DAY
-    stale = [entry for kind in ENTRY_KINDS for entry in _children(cache_root / kind)
+    stale = [entry for kind in ENTRY_KINDS for entry in entries(cache_root / kind, unfinished=True)
              if entry.stat().st_mtime < cutoff]
     emptied = []
     for kind in STORE_KINDS:
-        for store in _children(cache_root / kind):
+        for store in entries(cache_root / kind, unfinished=True):
             if store.is_file() or store.name.startswith("."):  # an unfinished store or a stray file
                 stale += [store] if store.stat().st_mtime < cutoff else []
                 continue
@@ -44,7 +46,7 @@ def prune(cache_root: Path, unused_for_days: float, dry_run=False) -> list:
             if unused and len(unused) == len(chunks):
                 emptied.append(store)  # nothing left in it: the store's folder goes too
     stale.sort(key=lambda path: path.stat().st_mtime)
-    removed = [(str(path.relative_to(cache_root)), _size(path)) for path in stale]
+    removed = [(str(path.relative_to(cache_root)), disk_bytes(path)) for path in stale]
     if not dry_run:
         for path in stale:
             if path.is_dir():
@@ -54,13 +56,3 @@ def prune(cache_root: Path, unused_for_days: float, dry_run=False) -> list:
         for store in emptied:
             shutil.rmtree(store, ignore_errors=True)
     return removed
-
-
-def _children(folder: Path) -> list:
-    return sorted(folder.iterdir()) if folder.is_dir() else []
-
-
-def _size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 from .artefacts import check
-from .cache import read_meta
+from .cache import entries, read_meta
 from .errors import LookalikeError
 from .feature_store import FeatureStore
 
@@ -43,7 +43,7 @@ def verify(cache_root: Path, runs=(), indexes=(), repair=False) -> list:
     run and index folder."""
     report = []
     for kind in STORE_KINDS:
-        for folder in _entries(cache_root / kind):
+        for folder in entries(cache_root / kind):
             store = FeatureStore(folder, {})
             for chunk, problem in store.problems():
                 if repair:
@@ -51,7 +51,7 @@ def verify(cache_root: Path, runs=(), indexes=(), repair=False) -> list:
                 report.append((f"{kind}/{folder.name}/{chunk.name}", problem, repair))
             report.append((f"{kind}/{folder.name} ({len(store.chunks())} chunks)", None, False))
     for kind in CACHED_KINDS:
-        for folder in _entries(cache_root / kind):
+        for folder in entries(cache_root / kind):
             problem = entry_problem(folder)
             if problem and repair:
                 shutil.rmtree(folder)
@@ -59,8 +59,3 @@ def verify(cache_root: Path, runs=(), indexes=(), repair=False) -> list:
     report += [(str(run), run_problem(run), False) for run in runs]
     report += [(str(index), entry_problem(Path(index)), False) for index in indexes]
     return report
-
-
-def _entries(folder: Path) -> list:
-    """The finished entries of one kind (a dot-name is an unfinished atomic write)."""
-    return sorted(p for p in folder.glob("*") if not p.name.startswith(".")) if folder.is_dir() else []
