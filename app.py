@@ -11,13 +11,13 @@ from pathlib import Path
 import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 
-from retrieval.allocator import keep_freed_memory
+from retrieval.cli.allocator import keep_freed_memory
+from retrieval.data.images import MAX_BYTES
 from retrieval.errors import LookalikeError
-from retrieval.evaluate import metrics_table
-from retrieval.images import MAX_BYTES
-from retrieval.manifest import CatalogueConfig, load_manifest, on_space
+from retrieval.evaluation.table import metrics_table
 from retrieval.report.view import ReportView, open_reports, side_maps
-from retrieval.service import MAX_K, Service
+from retrieval.search.service import MAX_K, Service
+from retrieval.search.spaces import CatalogueConfig, load_manifest, on_space
 
 log = logging.getLogger("lookalike.app")
 ROOT = Path(__file__).resolve().parent
@@ -101,7 +101,8 @@ def progress_text(progress: dict) -> str:
         return f"{progress['phase']}…"
     filled = round(10 * progress["done"] / progress["total"])
     left = progress["seconds_left"]
-    eta = "" if left is None else f", about {left // 60} min {left % 60} s left" if left >= 60 else f", about {left} s left"
+    eta = "" if left is None else (f", about {left // 60} min {left % 60} s left" if left >= 60
+                                   else f", about {left} s left")
     return (f"{progress['phase']} {'▓' * filled}{'░' * (10 - filled)} {progress['done']:,} / "
             f"{progress['total']:,} {progress['unit']} ({progress['percent']}%){eta}")
 
@@ -172,28 +173,26 @@ def build_demo(service: Service, reports_dir=ROOT / "reports") -> gr.Blocks:
         item = gr.State(None)         # (catalogue, row) when the query is a catalogue item
         shown = gr.State({})          # rows of the results on show, per side
         example_rows = gr.State(first_rows)
-        with gr.Tab("Search"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    image = gr.Image(label="Query image: upload, paste or snap one",
-                                     sources=["upload", "clipboard", "webcam"], type="filepath", height=260,
-                                     elem_id="query")
-                    catalogue = gr.Dropdown(names, value=first, label="Catalogue")
-                    backbone = gr.Dropdown(service.backbones(first), value=service.backbones(first)[0],
-                                           label="Backbone")
-                    k = gr.Slider(1, MAX_K, value=10, step=1, label="k (results per embedding)")
-                    button = gr.Button("Search", variant="primary")
-                    examples = gr.Gallery(first_examples, label="Or click a catalogue item",
-                                          columns=3, allow_preview=False, elem_id="examples", elem_classes="results")
-                with gr.Column(scale=3):
-                    with gr.Row():
-                        pretrained = gr.Gallery(label=SIDE_TITLES["pretrained"], columns=3, height="auto",
-                                                allow_preview=False, elem_id="pretrained", elem_classes="results")
-                        with gr.Column():
-                            finetuned = gr.Gallery(label=SIDE_TITLES["finetuned"], columns=3, height="auto",
-                                                   allow_preview=False, elem_id="finetuned",
-                                                   elem_classes="results")
-                            note = gr.Markdown(elem_id="finetuned-note")
+        with gr.Tab("Search"), gr.Row():
+            with gr.Column(scale=1):
+                image = gr.Image(label="Query image: upload, paste or snap one",
+                                 sources=["upload", "clipboard", "webcam"], type="filepath", height=260,
+                                 elem_id="query")
+                catalogue = gr.Dropdown(names, value=first, label="Catalogue")
+                backbone = gr.Dropdown(service.backbones(first), value=service.backbones(first)[0],
+                                       label="Backbone")
+                k = gr.Slider(1, MAX_K, value=10, step=1, label="k (results per embedding)")
+                button = gr.Button("Search", variant="primary")
+                examples = gr.Gallery(first_examples, label="Or click a catalogue item",
+                                      columns=3, allow_preview=False, elem_id="examples", elem_classes="results")
+            with gr.Column(scale=3), gr.Row():
+                pretrained = gr.Gallery(label=SIDE_TITLES["pretrained"], columns=3, height="auto",
+                                        allow_preview=False, elem_id="pretrained", elem_classes="results")
+                with gr.Column():
+                    finetuned = gr.Gallery(label=SIDE_TITLES["finetuned"], columns=3, height="auto",
+                                           allow_preview=False, elem_id="finetuned",
+                                           elem_classes="results")
+                    note = gr.Markdown(elem_id="finetuned-note")
         with gr.Tab("Metrics"):
             gr.Markdown("Validation retrieval metrics of each catalogue's fine-tuning run "
                         "(from its metrics.json) and its training curves.")

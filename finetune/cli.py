@@ -4,24 +4,22 @@ pretrained backbone features, validated on classes it never trains on
 catalogue's pixels without labels (`--method autoencoder`, for the report)."""
 
 import argparse
-import logging
-import sys
 from dataclasses import fields
 
-from retrieval.allocator import keep_freed_memory
-from retrieval.backbones import available_backbones, backbone_spec, default_device
-from retrieval.catalogues import load_catalogue
-from retrieval.engine import Recommender
+from retrieval.cli import options, runner
+from retrieval.data.catalogues import load_catalogue
+from retrieval.embedding.run_dir import check_output
 from retrieval.errors import LookalikeError
-from retrieval.evaluate import METRIC_KEYS, METRIC_TITLES
+from retrieval.evaluation.table import metrics_table
+from retrieval.models.backbones import backbone_spec, default_device
+from retrieval.models.whitening import KINDS
+from retrieval.report import autoencoder
+from retrieval.search.recommender import Recommender
 
-from . import autoencoder
 from .hub import push_run
 from .losses import LOSSES, describe_losses
 from .pipeline import finetune
-from .run_dir import check_output
 from .train import TrainConfig
-from .whitening import KINDS
 
 DEFAULT_CATALOGUE = "hub:tanganke/stanford_cars:train"
 
@@ -34,11 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{autoencoder.SIZE}x{autoencoder.SIZE}-input, {autoencoder.LATENT}-d convolutional "
                         "autoencoder trained on the images without labels (uses --epochs, --lr, --batch-size, "
                         "--seed)")
-    p.add_argument("--catalogue", default=DEFAULT_CATALOGUE,
-                   help=f"catalogue spec, as for `python -m retrieval` (default {DEFAULT_CATALOGUE})")
-    p.add_argument("--classes", help="train on these classes, source numbering, e.g. 1-98")
-    p.add_argument("--per-class", type=int, metavar="N", help="use the first N images of each class")
-    p.add_argument("--backbone", default="auto", help="auto (default), " + ", ".join(available_backbones()))
+    options.add_catalogue(p, DEFAULT_CATALOGUE, classes_help="train on these classes, source numbering, e.g. 1-98")
+    options.add_model(p)
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument("--loss", default=d.loss, choices=[*LOSSES, "none"],
                    help=f"metric-learning loss (default {d.loss}; none fits the whitening only): "
@@ -49,7 +44,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stage-lr", type=float, default=d.stage_lr, help="learning rate of unfrozen stages")
     p.add_argument("--output", default="runs/latest", help="RUN_DIR to write (default runs/latest)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--projection-dim", type=int, default=d.projection_dim)
     p.add_argument("--whitening", default=d.whitening, choices=KINDS,
@@ -62,22 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
     p.add_argument("--validation-fraction", type=float, default=d.validation_fraction,
                    help="share of the classes (the last ones) held out for validation")
-    p.add_argument("--cache-dir", help="cache root (default $LOOKALIKE_CACHE or the user cache dir)")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="upload RUN_DIR with a model card to the Hub")
     return p
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    check_arguments(parser, args)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    keep_freed_memory()  # a CNN's activations reuse memory instead of page-faulting it anew
-    try:
-        return run(args)
-    except LookalikeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return runner.run(build_parser(), {None: run}, argv, check_arguments)
 
 
 def check_arguments(parser, args):
@@ -95,23 +79,23 @@ def check_arguments(parser, args):
             parser.error(str(e))
 
 
-def run(args) -> int:
+def run(args, out) -> int:
     if args.method == "autoencoder":
-        return run_autoencoder(args)
+        return run_autoencoder(args, out)
     output = check_output(args.output, args.overwrite)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     rec = Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes, per_class=args.per_class,
                            cache_dir=args.cache_dir, device=args.device)
     source = {"catalogue": args.catalogue, "classes": args.classes, "per_class": args.per_class}
     result = finetune(rec, output, config, args.unfreeze, default_device(args.device), source)
-    print(report(result, output))
+    print(report(result, output), file=out)
     if args.push_to_hub:
-        print(f"pushed to {push_run(output, args.push_to_hub)}")
+        print(f"pushed to {push_run(output, args.push_to_hub)}", file=out)
     return 0
 
 
-def run_autoencoder(args) -> int:
-    output = autoencoder.check_output(args.output, args.overwrite)
+def run_autoencoder(args, out) -> int:
+    output = check_output(args.output, args.overwrite)
     config = autoencoder.AutoencoderConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                            seed=args.seed)
     catalogue = load_catalogue(args.catalogue, args.classes, args.per_class)
@@ -122,16 +106,14 @@ def run_autoencoder(args) -> int:
     autoencoder.save_autoencoder(output, result, config, source)
     first, last = result.history[0]["loss"], result.history[-1]["loss"]
     print(f"autoencoder: reconstruction loss {first:.4f} -> {last:.4f} over {len(result.history)} epochs "
-          f"on {len(data)} images in {result.seconds:.1f}s -> {output}")
+          f"on {len(data)} images in {result.seconds:.1f}s -> {output}", file=out)
     return 0
 
 
 def report(result, output) -> str:
     """The validation table, so the terminal shows what fine-tuning bought."""
+    rows = [*result.baselines.items(), (f"fine-tuned (epoch {result.best['epoch']})", result.best)]
     lines = [f"validation on {len(result.split.validation_classes)} held-out classes "
-             f"({len(result.split.validation)} images):",
-             f"{'':<24}" + "".join(f"{title:>8}" for title in METRIC_TITLES)]
-    for name, m in [*result.baselines.items(), (f"fine-tuned (epoch {result.best['epoch']})", result.best)]:
-        lines.append(f"{name:<24}" + "".join(f"{m[k]:>8.3f}" for k in METRIC_KEYS))
+             f"({len(result.split.validation)} images):", metrics_table(rows, style="text")]
     lines.append(f"trained in {result.seconds:.1f}s -> {output}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from retrieval.stages import StagedTail
+from retrieval.models.stages import StagedTail
 
 
 class FrozenFeatures:

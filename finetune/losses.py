@@ -1,8 +1,8 @@
 """Metric-learning losses by name, each with the miner it is usually paired
 with (pytorch-metric-learning's composable losses and miners)."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from pytorch_metric_learning import losses, miners
 

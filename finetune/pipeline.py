@@ -5,13 +5,13 @@ page is up for a catalogue whose configured head does not exist yet."""
 import copy
 from dataclasses import asdict
 
-from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
-from retrieval.features import stage_inputs
-from retrieval.stages import StagedNet
+from retrieval.extract.features import stage_inputs
+from retrieval.models.stages import StagedNet
+from retrieval.search.recommender import Recommender
 
 from .inputs import FrozenFeatures, StageInputs
-from .run_dir import save_run
+from .saving import save_run
 from .train import TrainConfig, TrainResult, train_head
 
 

@@ -4,7 +4,7 @@ Drawn on a matplotlib Figure of its own (no pyplot, no global backend)."""
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from retrieval.atomic import atomic_path
+from retrieval.store.atomic import atomic_path
 
 
 def plot_curves(path, history: list, baselines: dict, best_epoch: int, title: str):

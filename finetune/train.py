@@ -13,14 +13,14 @@ from pytorch_metric_learning.samplers import MPerClassSampler
 from tqdm.auto import tqdm
 
 from retrieval.errors import LookalikeError
-from retrieval.evaluate import retrieval_metrics
-from retrieval.heads import EmbeddingHead
-from retrieval.views import pool
+from retrieval.evaluation.metrics import retrieval_metrics
+from retrieval.models.heads import EmbeddingHead
+from retrieval.models.views import pool
+from retrieval.models.whitening import fit_head_whitening, pca_whitening_head
 
 from .inputs import FrozenFeatures, StageInputs
 from .losses import create_loss
 from .split import Split, class_disjoint_split
-from .whitening import fit_whitening
 
 # Class proxies (proxy-anchor) start random and must travel far, while the
 # projection starts from a sensible point: they learn at 10x its rate, the
@@ -86,13 +86,12 @@ def train_head(inputs, labels, config: TrainConfig, device=torch.device("cpu"), 
             per_view = head(torch.as_tensor(views, device=device)).cpu().numpy()
         return retrieval_metrics(pool(per_view), validation_labels, progress=False)
 
-    whitening_only = TrainConfig(loss="none", whitening="pca", whitening_dim=config.whitening_dim)
     head = build_untrained_head(inputs.dim, pretrained_train, train_labels, config, inputs.tail)
     result = TrainResult(head, split)
     result.baselines = {
         "pretrained": retrieval_metrics(pool(pretrained_validation), validation_labels, progress=False),
-        "whitening": validate(build_untrained_head(inputs.dim, pretrained_train, train_labels,
-                                                   whitening_only).to(device), pretrained_validation),
+        "whitening": validate(pca_whitening_head(pretrained_train, config.whitening_dim).to(device),
+                              pretrained_validation),
     }
     head.to(device)
     result.untrained = validate(head, pretrained_validation)
@@ -109,7 +108,7 @@ def train_head(inputs, labels, config: TrainConfig, device=torch.device("cpu"), 
                 progress.advance(epoch)
             views = pretrained_validation
             if head.tail is not None:  # the stages moved: the whitening follows them, validation reruns them
-                fit_head_whitening(head, inputs.all_views(split.train, device), train_labels, config)
+                fit_head_whitening(head, inputs.all_views(split.train, device), train_labels, config.whitening)
                 views = inputs.all_views(split.validation, device).numpy()
             entry = dict(epoch=epoch, loss=round(loss, 5), **validate(head, views))
             result.history.append(entry)
@@ -134,18 +133,10 @@ def build_untrained_head(dim, train_views, train_labels, config: TrainConfig, ta
     whitening_dim = 0 if config.whitening == "none" else min(config.whitening_dim, dim)
     projection_dim = 0 if config.loss == "none" else config.projection_dim
     head = EmbeddingHead(dim, projection_dim, whitening_dim, tail)
-    fit_head_whitening(head, train_views, train_labels, config)
+    fit_head_whitening(head, train_views, train_labels, config.whitening)
     return head
 
 
-def fit_head_whitening(head: EmbeddingHead, train_views, train_labels, config: TrainConfig):
-    """Fit the head's whitening part (if any) on training features (N, V, dim)."""
-    if len(head.whitening):
-        n_views = train_views.shape[1]
-        mean, projection = fit_whitening(train_views.flatten(0, 1), train_labels.repeat_interleave(n_views),
-                                         len(head.whitening), config.whitening)
-        head.whitening_mean.copy_(mean)
-        head.whitening.copy_(projection)
 
 
 class Epochs:
@@ -171,7 +162,8 @@ class Epochs:
         self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimiser, config.epochs * self.steps)
         self.amp = device.type == "cuda"  # mixed precision on the GPU
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.head, self.inputs, self.rows, self.labels, self.device = head, inputs, torch.as_tensor(rows), labels, device
+        self.head, self.inputs, self.labels, self.device = head, inputs, labels, device
+        self.rows = torch.as_tensor(rows)
 
     def run(self, epoch: int) -> float:
         """One epoch; returns its mean loss."""

@@ -3,7 +3,7 @@ that turns "offline", auth and network failures into one clear error."""
 
 from pathlib import Path
 
-from .errors import LookalikeError
+from retrieval.errors import LookalikeError
 
 
 def upload(folder: Path, repo_id: str, repo_type: str, message: str, files=None, space_sdk=None) -> str:

@@ -21,7 +21,7 @@ class Progress:
     def advance(self, done: int):
         self.done = done
 
-    def describe(self) -> dict:
+    def snapshot(self) -> dict:
         """JSON-able: phase, done, total, percent and an estimate of the seconds left."""
         elapsed, worked = time.monotonic() - self.started, self.done - self._first_done
         left = None

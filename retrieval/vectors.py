@@ -1,73 +1,51 @@
-"""Synthetic clustered unit vectors and their exact top-k: the stand-in for a
-catalogue of a million embeddings that index benchmarks and tests measure
-recall against (no real catalogue that large is at hand).
-
-Points are drawn around random unit centres with a decaying spectrum of
-spread (coordinate i has standard deviation proportional to 1/sqrt(i+1)),
-like the principal components of real embeddings, then L2-normalised, so
-cosine similarity is their inner product. Everything is seeded: the same
-arguments give the same vectors on every machine."""
+"""Vector math every layer shares: L2 normalisation and the one exact kNN.
+Metrics, exact search, index audits and the report all rank through
+`top_k`, so "nearest" means the same everywhere (numpy only: no index
+library or torch is imported with it)."""
 
 import numpy as np
 
-from .index import exact_search, l2_normalise
-
-SPREAD = 0.8  # expected norm of a point's offset from its centre, before normalisation
-CHUNK = 65_536  # rows generated at a time: bounds temporary memory
-SCORES_AT_ONCE = 64 * 2**20  # query x item scores computed at a time (256 MB)
+# query x item scores computed at a time (256 MB of float32): bounds memory
+# at a million items while keeping each matrix product large
+SCORES_AT_ONCE = 64 * 2**20
 
 
-def default_clusters(n: int) -> int:
-    """One cluster per ~200 points, within [10, 10,000]: a catalogue of many
-    product types, each with a few hundred look-alikes."""
-    return int(np.clip(n // 200, 10, 10_000))
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-class Clustered:
-    """A seeded mixture of Gaussian clusters on the unit sphere; `points`
-    draws the catalogue, `queries` fresh points from the same clusters."""
-
-    def __init__(self, dim=128, n_clusters=1000, seed=0, spread=SPREAD):
-        rng = np.random.default_rng(seed)
-        self.dim, self.seed = dim, seed
-        self.centres = l2_normalise(rng.normal(size=(n_clusters, dim)))
-        scale = 1.0 / np.sqrt(np.arange(1, dim + 1))
-        self.scale = (spread * scale / np.linalg.norm(scale)).astype(np.float32)
-
-    def points(self, n: int, stream=0) -> np.ndarray:
-        """(n, dim) float32 unit vectors; `stream` picks an independent draw."""
-        rng = np.random.default_rng([self.seed, stream + 1])
-        out = np.empty((n, self.dim), dtype=np.float32)
-        for start in range(0, n, CHUNK):
-            stop = min(start + CHUNK, n)
-            which = rng.integers(0, len(self.centres), stop - start)
-            noise = rng.standard_normal((stop - start, self.dim), dtype=np.float32) * self.scale
-            out[start:stop] = l2_normalise(self.centres[which] + noise)
-        return out
-
-    def queries(self, n: int) -> np.ndarray:
-        """Fresh points from the same clusters, none of them in `points()`."""
-        return self.points(n, stream=1)
-
-
-def clustered_vectors(n: int, dim=128, seed=0) -> np.ndarray:
-    """n catalogue vectors from `default_clusters(n)` clusters."""
-    return Clustered(dim, default_clusters(n), seed).points(n)
-
-
-def exact_top_k(embeddings: np.ndarray, queries: np.ndarray, k=10):
-    """(rows, scores) of every query's exact top-k by inner product, in
-    chunks of queries so that the score matrix stays small."""
+def top_k(items: np.ndarray, queries: np.ndarray, k: int, exclude=None):
+    """(rows, scores) of each query's k highest inner products with `items`,
+    best first, as (m, k) int64 and float32 arrays (inputs L2-normalised, so
+    scores are cosines). `exclude`: per query, one item row left out (the
+    query itself when items query each other; -1 for none), so k is at most
+    n - 1 then. Computed in chunks of queries: memory stays bounded."""
+    items = np.asarray(items, dtype=np.float32)
+    queries = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+    k = max(0, min(k, len(items) - (exclude is not None)))
     rows = np.empty((len(queries), k), dtype=np.int64)
     scores = np.empty((len(queries), k), dtype=np.float32)
-    step = max(1, SCORES_AT_ONCE // max(len(embeddings), 1))
+    step = max(1, SCORES_AT_ONCE // max(len(items), 1))
     for start in range(0, len(queries), step):
-        stop = start + step
-        rows[start:stop], scores[start:stop] = exact_search(embeddings, queries[start:stop], k)
+        stop = min(start + step, len(queries))
+        block = queries[start:stop] @ items.T
+        if exclude is not None:
+            skip = np.asarray(exclude[start:stop])
+            has = skip >= 0
+            block[np.flatnonzero(has), skip[has]] = -np.inf
+        if k == 0:
+            continue
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        top_scores = np.take_along_axis(block, top, 1)
+        order = np.argsort(-top_scores, axis=1, kind="stable")
+        rows[start:stop] = np.take_along_axis(top, order, 1)
+        scores[start:stop] = np.take_along_axis(top_scores, order, 1)
     return rows, scores
 
 
 def recall_at_k(found, truth) -> float:
-    """Share of the true top-k found (rows per query, any order)."""
-    hits = sum(len(set(np.asarray(f).tolist()) & set(np.asarray(t).tolist())) for f, t in zip(found, truth))
+    """Share of the true top-k found (rows per query, any order; -1 padding
+    never counts)."""
+    hits = sum(len(set(np.asarray(f).tolist()) & set(np.asarray(t).tolist()) - {-1}) for f, t in zip(found, truth))
     return hits / max(sum(len(t) for t in truth), 1)

@@ -21,12 +21,10 @@ import numpy as np
 import torch
 from gradio_client import Client, handle_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as `python scripts/bench_app.py`
-
-import app  # noqa: E402
-from retrieval.atomic import write_json  # noqa: E402
-from retrieval.manifest import CatalogueConfig  # noqa: E402
-from retrieval.service import Service  # noqa: E402
+import app
+from retrieval.search.service import Service
+from retrieval.search.spaces import CatalogueConfig
+from retrieval.store.atomic import write_json
 
 
 def percentiles(seconds) -> dict:
@@ -95,7 +93,8 @@ def measure(args, cache) -> dict | None:
     answer_only = timed(lambda im: service.answer(im, "bench", args.k), queries)
 
     demo = app.build_demo(service)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1", **app.launch_options(service))
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
+                            **app.launch_options(service))
     try:
         client = Client(url, verbose=False)
         with tempfile.TemporaryDirectory() as tmp:

@@ -6,18 +6,14 @@ images: images/s of each and the largest feature difference (BENCHMARKS.md).
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from retrieval.catalogues import load_catalogue  # noqa: E402
-from retrieval.embedder import create_embedder  # noqa: E402
-from retrieval.ray_engine import ray_features  # noqa: E402
+from retrieval.data.catalogues import load_catalogue
+from retrieval.embedding.embedder import create_embedder
+from retrieval.extract.ray_data import ray_features
 
 
 def local(catalogue, embedder, rows, batch_size):

@@ -25,11 +25,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_startup import running_app
 from gradio_client import Client, handle_file
 from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_startup import running_app  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

@@ -7,11 +7,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 # as networks converted for OpenVINO): one per test session, never the user's
 os.environ.setdefault("LOOKALIKE_CACHE", __import__("tempfile").mkdtemp(prefix="lookalike-tests-"))
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import pytest
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 CARS = ROOT.parent / "shared" / "data" / "stanford-cars-thumbs"

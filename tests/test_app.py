@@ -16,23 +16,22 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from gradio_client import Client, handle_file
 from gradio.utils import get_upload_folder
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
-from finetune.run_dir import save_run
+from finetune.saving import save_run
 from finetune.train import TrainConfig, train_head
-from retrieval.backbones import create_backbone
-from retrieval.engine import Recommender
+from retrieval.data.images import MAX_BYTES
 from retrieval.errors import LookalikeError
-from retrieval.images import MAX_BYTES
-from retrieval.manifest import CatalogueConfig, load_manifest
-from retrieval.service import Service
+from retrieval.models.backbones import create_backbone
+from retrieval.search.recommender import Recommender
+from retrieval.search.service import Service
+from retrieval.search.spaces import CatalogueConfig, load_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
 from bench_startup import running_app  # noqa: E402  (how the start-up benchmark starts the app)
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220),
@@ -315,11 +314,11 @@ def test_deploy_uploads_tracked_files_and_is_a_clear_error_offline(tmp_path, cap
     and CI (never a local run's caches or images); offline, it says why."""
     import subprocess
 
-    from retrieval.cli import main as retrieval_main
-    from retrieval.deploy import space_files
+    from retrieval.cli.deploy import space_files
+    from retrieval.cli.main import main as retrieval_main
 
     files = space_files()
-    assert {"app.py", "README.md", "requirements.txt", "spaces.yaml", "retrieval/engine.py"} <= set(files)
+    assert {"app.py", "README.md", "requirements.txt", "spaces.yaml", "retrieval/search/recommender.py"} <= set(files)
     assert not [f for f in files if f.startswith(("tests/", ".ci/", "runs/")) or f.endswith(".jpg")]
     with pytest.raises(LookalikeError, match="not a git checkout"):
         space_files(tmp_path)
@@ -336,7 +335,7 @@ def test_deploy_creates_a_gradio_space_with_the_tracked_files(monkeypatch):
     """The online path, against a stand-in for huggingface_hub.HfApi."""
     import huggingface_hub
 
-    from retrieval.deploy import deploy, space_files
+    from retrieval.cli.deploy import deploy, space_files
 
     calls = []
 
@@ -360,8 +359,8 @@ def test_thumbnails_are_small_and_carry_no_exif(tmp_path):
     """Result images are made once from the validated decode: a photo stored
     as JPEG or larger than a thumbnail becomes a JPEG of at most 256 px, a
     small image of another format a PNG; none keeps its file's EXIF."""
-    from retrieval.catalogues import load_catalogue
-    from retrieval.thumbnails import Thumbnails, data_url
+    from retrieval.data.catalogues import load_catalogue
+    from retrieval.search.thumbnails import Thumbnails, data_url
 
     (tmp_path / "shop" / "a").mkdir(parents=True)
     exif = Image.Exif()
@@ -387,7 +386,7 @@ def test_page_is_built_without_importing_torchvision_or_timm(class_folders):
     a catalogue (auto backbone, no head) and building the UI import neither
     torchvision nor timm (~3.5 s of a start-up)."""
     script = ("import sys, app\n"
-              "from retrieval.service import CatalogueConfig, Service\n"
+              "from retrieval.search.service import CatalogueConfig, Service\n"
               f"service = Service([CatalogueConfig('shop', {str(class_folders)!r})])\n"
               "app.build_demo(service)\n"
               "print(service.get('shop').status, sorted(m for m in ('torchvision', 'timm') if m in sys.modules))")
@@ -432,9 +431,9 @@ def test_a_missing_head_is_trained_by_the_build_with_progress(tmp_path):
     seen = []
 
     def trainer(rec, output, progress):
-        seen.append(progress.describe()["phase"])  # features were extracted before training
+        seen.append(progress.snapshot()["phase"])  # features were extracted before training
         app.train_missing_head(rec, output, progress)
-        seen.append(progress.describe())
+        seen.append(progress.snapshot())
 
     service = Service([CatalogueConfig("shop", str(shop), "tiny_test", head=str(run_dir))],
                       cache_dir=tmp_path / "cache", trainer=trainer)
@@ -450,5 +449,5 @@ def test_a_missing_head_is_trained_by_the_build_with_progress(tmp_path):
     progress = Progress()
     progress.start("extracting features", 4052)
     progress.advance(1013)
-    text = app.progress_text(progress.describe())
+    text = app.progress_text(progress.snapshot())
     assert text.startswith("extracting features ▓▓░░░░░░░░ 1,013 / 4,052 images (25%)")

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-import retrieval.artefacts as artefacts
-from retrieval.artefacts import check, problems, record, sha256_file
-from retrieval.cache import read_meta
+import retrieval.store.artefacts as artefacts
 from retrieval.errors import DamagedArtefact
+from retrieval.store.artefacts import check, problems, record, sha256_file
+from retrieval.store.cache import read_meta
 
 
 @pytest.fixture

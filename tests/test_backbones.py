@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from retrieval.backbones import _REGISTRY, _TORCHVISION, fold_batchnorm
+from retrieval.models.backbones import _REGISTRY, _TORCHVISION, fold_batchnorm
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "efficientnet_b0", "inception_v3"])
@@ -34,8 +34,8 @@ def test_folding_batchnorm_keeps_the_outputs(name):
 
 PAGE_FAULTS_OF_REPEATED_PASSES = """
 import resource, torch
-from retrieval.allocator import keep_freed_memory
-from retrieval.backbones import create_backbone
+from retrieval.cli.allocator import keep_freed_memory
+from retrieval.models.backbones import create_backbone
 keep_freed_memory()  # what every entry point does first
 backbone = create_backbone("efficientnet_lite0", device="cpu", pretrained=False)
 x = torch.randn(4, 3, 288, 384)
@@ -72,7 +72,7 @@ def test_inception_gets_the_input_normalisation_its_weights_expect():
     must feed the network exactly that."""
     from PIL import Image
 
-    from retrieval.backbones import create_backbone
+    from retrieval.models.backbones import create_backbone
 
     backbone = create_backbone("inception_v3", device="cpu", pretrained=False)
     assert backbone.model.transform_input
@@ -90,8 +90,8 @@ def test_features_fingerprint_follows_every_part_of_the_preprocessing():
     names its features anew: the cache can't serve features made another way."""
     from dataclasses import replace
 
-    from retrieval.backbones import create_backbone
-    from retrieval.embedder import Embedder
+    from retrieval.embedding.embedder import Embedder
+    from retrieval.models.backbones import create_backbone
 
     backbone = create_backbone("tiny_test")
     other = replace(backbone, spec=replace(backbone.spec, preprocessing=replace(

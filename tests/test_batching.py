@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from retrieval.batching import QueryBatcher
+from retrieval.search.batching import QueryBatcher
 
 
 def test_concurrent_queries_share_passes_and_get_their_own_results():

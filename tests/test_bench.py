@@ -4,7 +4,7 @@ backbone: every figure the issue asks for is there and sane."""
 import json
 
 from conftest import noise_shop
-from retrieval.cli import main
+from retrieval.cli.main import main
 
 
 def test_bench_reports_every_figure(tmp_path, capsys):

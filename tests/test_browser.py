@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from test_app import served  # noqa: F401  (the same launched app, a module fixture)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -4,7 +4,7 @@ import datasets
 import numpy as np
 import pytest
 
-from retrieval.catalogues import load_catalogue, parse_classes
+from retrieval.data.catalogues import load_catalogue, parse_classes
 from retrieval.errors import LookalikeError
 
 
@@ -50,7 +50,7 @@ def test_fashion_mnist_idx_layout(tmp_path):
 def test_stanford_cars_layout(cars):
     cat = load_catalogue(str(cars), classes="14")
     _assert_schema(cat)
-    assert set(cat.label_names[label] for label in cat.dataset["label"]) == {"Audi TTS Coupe 2012"}
+    assert {cat.label_names[label] for label in cat.dataset["label"]} == {"Audi TTS Coupe 2012"}
     assert "00001" in cat.dataset["id"]
 
 

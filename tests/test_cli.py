@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-import retrieval.engine
-from retrieval.cli import main
+import retrieval.search.recommender
+from retrieval.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,13 +30,13 @@ def test_search_json_is_the_only_stdout_online_or_offline(class_folders, tmp_pat
 def test_library_chatter_goes_to_stderr(class_folders, tmp_path, monkeypatch, capsys):
     """torch.hub prints "Downloading: ..." on stdout while weights download:
     the CLI sends anything printed during the work to stderr."""
-    real_open = retrieval.engine.Recommender.open
+    real_open = retrieval.search.recommender.Recommender.open
 
     def chatty_open(*args, **kwargs):
         print('Downloading: "https://download.pytorch.org/models/resnet18-f37072fd.pth"')
         return real_open(*args, **kwargs)
 
-    monkeypatch.setattr(retrieval.engine.Recommender, "open", chatty_open)
+    monkeypatch.setattr(retrieval.search.recommender.Recommender, "open", chatty_open)
     assert main(["search", "--catalogue", str(class_folders), "--backbone", "tiny_test", "--json", "--k", "2",
                  "--image", str(class_folders / "blue" / "blue0.png"), "--cache-dir", str(tmp_path)]) == 0
     captured = capsys.readouterr()
@@ -50,7 +50,8 @@ def test_library_chatter_goes_to_stderr(class_folders, tmp_path, monkeypatch, ca
     (["--image", "nowhere.png"], "--image nowhere.png: no such file"),
 ])
 def test_argument_mistakes_are_reported_before_models_load(class_folders, monkeypatch, capsys, args, message):
-    monkeypatch.setattr(retrieval.engine.Recommender, "open", lambda *a, **k: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(retrieval.search.recommender.Recommender, "open",
+                        lambda *a, **k: pytest.fail("a model was loaded"))
     argv = ["search", "--catalogue", str(class_folders), "--image", str(class_folders / "red" / "red0.png"), *args]
     with pytest.raises(SystemExit) as exit_:
         main(argv)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.cli import main
 from conftest import noise_shop
+from retrieval.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +72,7 @@ def test_a_named_index_too_large_to_hash_on_open_is_hashed_anyway(class_folders,
     """Cache files past HASH_ON_OPEN_BYTES get only their size checked on
     open; a folder the user named is refused, never rebuilt, so it is always
     hashed whole: a same-size bit flip is caught."""
-    import retrieval.artefacts as artefacts
+    import retrieval.store.artefacts as artefacts
 
     named = tmp_path / "my-index"
     assert main(["index", *common(class_folders, tmp_path / "cache"), "--index", str(named),
@@ -89,8 +89,9 @@ def test_truncated_index_never_crashes_the_process(class_folders, tmp_path):
     (exit 139) on the first query. Run in a child so a crash can't hide."""
     named = tmp_path / "ix"
     args = [*common(class_folders, tmp_path / "cache"), "--index", str(named)]
-    run = lambda *extra: subprocess.run([sys.executable, "-m", "retrieval", *extra], cwd=ROOT, capture_output=True,
-                                        text=True)
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "retrieval", *extra], cwd=ROOT, capture_output=True, text=True)
+
     assert run("index", *args).returncode == 0
     truncate(named / "index.ann", 0.3)
     searched = run("search", *args, "--image", str(class_folders / "red" / "red1.png"))
@@ -111,9 +112,9 @@ def test_damaged_features_are_recomputed_not_served(class_folders, tmp_path, cap
 
 
 def test_damaged_head_is_refused(class_folders, tmp_path, capsys):
-    from retrieval.backbones import create_backbone
-    from retrieval.embedder import Embedder, trained_head
-    from retrieval.heads import EmbeddingHead
+    from retrieval.embedding.embedder import Embedder, trained_head
+    from retrieval.models.backbones import create_backbone
+    from retrieval.models.heads import EmbeddingHead
 
     run, backbone = tmp_path / "run", create_backbone("tiny_test")
     Embedder(backbone, head=trained_head(EmbeddingHead(backbone.dim, 8, 0), backbone, "run")).save_pretrained(run)
@@ -141,8 +142,8 @@ def test_verify_finds_and_repairs_damage(class_folders, tmp_path, capsys):
 def test_a_failed_chunk_write_leaves_nothing_half_written(class_folders, tmp_path, monkeypatch):
     """A crash while a chunk is written (here: the disk fills up half way)
     leaves no chunk or temp file behind; the next run computes them whole."""
-    import retrieval.feature_store as store_module
-    from retrieval.atomic import atomic_path
+    import retrieval.store.feature_store as store_module
+    from retrieval.store.atomic import atomic_path
 
     cache = tmp_path / "cache"
 
@@ -180,7 +181,8 @@ def test_a_killed_run_resumes_and_leaves_no_index_or_run_behind(tmp_path, comman
 
     shop = noise_shop(tmp_path / "shop", classes=10, per_class=12)
     cache, run = tmp_path / "cache", tmp_path / "run"
-    args = {"index": ["-m", "retrieval", "index"], "finetune": ["-m", "finetune", "--output", str(run), "--epochs", "1"]}
+    args = {"index": ["-m", "retrieval", "index"],
+            "finetune": ["-m", "finetune", "--output", str(run), "--epochs", "1"]}
     argv = [sys.executable, *args[command], "--catalogue", str(shop), "--backbone", "efficientnet_lite0",
             "--cache-dir", str(cache)]
     child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval.backbones import create_backbone
-from retrieval.embedder import CONFIG_FILE, Embedder, create_embedder, load_head, trained_head
+from retrieval.embedding.embedder import Embedder, create_embedder, load_head, trained_head
+from retrieval.embedding.run_dir import CONFIG_FILE
 from retrieval.errors import LookalikeError
-from retrieval.heads import EmbeddingHead
+from retrieval.models.backbones import create_backbone
+from retrieval.models.heads import EmbeddingHead
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,8 +64,9 @@ def test_format_1_runs_are_upgraded(run):
         "in_dim": head["in_dim"], "projection_dim": head["projection_dim"], "whitening_dim": head["whitening_dim"],
         "unfreeze": 0, "tail_start": None}))
     old = load_head(folder)
-    assert old.config["embedder"] == new["embedder"] and old.config["training"]["loss"] == "supcon"
-    assert np.array_equal(create_embedder("tiny_test", old).embed(images()), Embedder.from_pretrained(folder).embed(images()))
+    assert old.config.to_json()["embedder"] == new["embedder"] and old.config.training["loss"] == "supcon"
+    assert np.array_equal(create_embedder("tiny_test", old).embed(images()),
+                          Embedder.from_pretrained(folder).embed(images()))
 
 
 @pytest.mark.parametrize("content, message", [
@@ -91,14 +93,14 @@ def test_importing_the_project_changes_no_global_setting():
     PIL's decompression limit, matplotlib's backend and malloc alone."""
     script = """
 import PIL.Image, sys
-from retrieval import allocator
+from retrieval.cli import allocator
 calls = []
 allocator.keep_freed_memory = lambda: calls.append(1)  # before anything imports it
 limit = PIL.Image.MAX_IMAGE_PIXELS
-import app, finetune.cli, finetune.plots, retrieval.cli, retrieval.service, retrieval.images
+import app, finetune.cli, finetune.plots, retrieval.cli.main, retrieval.search.service, retrieval.data.images
 assert PIL.Image.MAX_IMAGE_PIXELS == limit, PIL.Image.MAX_IMAGE_PIXELS
 assert "matplotlib.pyplot" not in sys.modules
-from retrieval.backbones import create_backbone
+from retrieval.models.backbones import create_backbone
 create_backbone("tiny_test")
 assert not calls
 print("clean")

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import retrieval.features as features_module
-from retrieval.catalogues import load_catalogue
-from retrieval.embedder import create_embedder
-from retrieval.engine import Recommender
+import retrieval.extract.features as features_module
+import retrieval.extract.local as local_module
+from retrieval.data.catalogues import load_catalogue
+from retrieval.embedding.embedder import create_embedder
+from retrieval.search.recommender import Recommender
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,13 +35,13 @@ def test_catalogue_image_comes_back_first(class_folders, tmp_path):
 def extracted(monkeypatch):
     """The catalogue rows each extraction was asked for, one list per run."""
     runs = []
-    real = features_module.local_batches
+    real = local_module.local_batches
 
     def recording(catalogue, embedder, rows, run, batch_size=8):
         runs.append([catalogue.ids[r] for r in rows])
         return real(catalogue, embedder, rows, run, batch_size)
 
-    monkeypatch.setattr(features_module, "local_batches", recording)
+    monkeypatch.setattr(local_module, "local_batches", recording)
     return runs
 
 
@@ -99,7 +100,7 @@ def test_an_interrupted_extraction_resumes_where_it_stopped(class_folders, tmp_p
 def test_subset_reuses_the_sources_stored_features(class_folders, tmp_path, monkeypatch):
     embedder = create_embedder("tiny_test")
     whole, _ = Recommender(load_catalogue(str(class_folders)), embedder, cache_dir=tmp_path).features()
-    monkeypatch.setattr(features_module, "local_batches", lambda *a, **k: pytest.fail("re-extracted a stored subset"))
+    monkeypatch.setattr(local_module, "local_batches", lambda *a, **k: pytest.fail("re-extracted a stored subset"))
     subset = load_catalogue(str(class_folders), classes="1-2", per_class=3)  # green, red: first 3 each
     features, rows = Recommender(subset, embedder, cache_dir=tmp_path).features()
     assert [subset.ids[r] for r in rows] == ["green/green0", "green/green1", "green/green2",
@@ -116,8 +117,8 @@ def test_corrupt_file_is_skipped_not_fatal(class_folders, tmp_path, caplog):
 
 
 def test_real_weights_cat_crops_closer_than_cat_and_coffee():
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     embedder = create_embedder("efficientnet_lite0")
     cat = Image.fromarray(data.chelsea())
@@ -131,8 +132,10 @@ def test_cli_index_then_search_on_real_cars(cars, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     common = ["--catalogue", str(cars), "--classes", "14-15", "--backbone", "efficientnet_lite0",
               "--cache-dir", str(tmp_path / "cache")]
-    run = lambda *args: subprocess.run([sys.executable, "-m", "retrieval", *args], cwd=ROOT, env=env,
-                                       capture_output=True, text=True, check=True)
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "retrieval", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, check=True)
+
     assert "recall@10" in run("index", *common).stdout
     out = run("search", *common, "--image", str(cars / "cars_train" / "00001.jpg"), "--k", "5", "--json").stdout
     results = json.loads(out)
@@ -144,8 +147,8 @@ def test_cli_index_then_search_on_real_cars(cars, tmp_path):
 
 
 def test_usearch_backend_answers_like_annoy_and_auto_picks_by_size(class_folders, tmp_path, capsys):
-    from retrieval.cli import main
-    from retrieval.index_backends import choose_backend
+    from retrieval.cli.main import main
+    from retrieval.index.backends import choose_backend
 
     query = class_folders / "green" / "green1.png"
     annoy = _recommender(class_folders, tmp_path / "cache").build()

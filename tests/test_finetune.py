@@ -6,12 +6,12 @@ import torch
 from PIL import Image
 
 from finetune.cli import main as finetune_main
-from finetune.run_dir import save_run
+from finetune.saving import save_run
 from finetune.train import TrainConfig, train_head
-from retrieval.backbones import create_backbone
-from retrieval.cli import main as retrieval_main
-from retrieval.embedder import load_head
+from retrieval.cli.main import main as retrieval_main
+from retrieval.embedding.embedder import load_head
 from retrieval.errors import LookalikeError
+from retrieval.models.backbones import create_backbone
 
 
 def synthetic_views(n_classes=30, per_class=8, dim=32, seed=0):
@@ -98,11 +98,11 @@ def test_cli_trains_and_retrieval_uses_the_head(shapes, tmp_path, capsys):
     """finetune writes a run; evaluate and search with --head embed through
     it: their numbers are the head's (computed here from its module), not the
     pretrained features'."""
-    from retrieval.catalogues import load_catalogue
-    from retrieval.embedder import create_embedder
-    from retrieval.engine import Recommender
-    from retrieval.evaluate import retrieval_metrics
-    from retrieval.index import l2_normalise
+    from retrieval.data.catalogues import load_catalogue
+    from retrieval.embedding.embedder import create_embedder
+    from retrieval.evaluation.metrics import retrieval_metrics
+    from retrieval.search.recommender import Recommender
+    from retrieval.vectors import l2_normalise
 
     run, cache = tmp_path / "run", str(tmp_path / "cache")
     args = ["--catalogue", str(shapes), "--backbone", "tiny_test", "--epochs", "2",
@@ -137,8 +137,8 @@ def test_cli_trains_and_retrieval_uses_the_head(shapes, tmp_path, capsys):
                            "--image", str(query), "--k", "3", "--exact", "--json"]) == 0
     results = json.loads(capsys.readouterr().out)
     assert results[0]["id"] == "shape0/1" and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
-    second = [r for r in rows].index(pretrained.catalogue.ids.index(results[1]["id"]))
-    mine = [r for r in rows].index(pretrained.catalogue.ids.index("shape0/1"))
+    second = list(rows).index(pretrained.catalogue.ids.index(results[1]["id"]))
+    mine = list(rows).index(pretrained.catalogue.ids.index("shape0/1"))
     assert results[1]["score"] == pytest.approx(float(expected[mine] @ expected[second]), abs=1e-4)
     assert results[1]["score"] != pytest.approx(float(without[0][mine] @ without[0][second]), abs=1e-3)
 
@@ -176,10 +176,10 @@ def test_unfreeze_trains_the_last_stages_and_retrieval_runs_them(shapes, tmp_pat
     import copy
 
     from finetune.inputs import StageInputs
-    from retrieval.catalogues import load_catalogue
-    from retrieval.embedder import create_embedder
-    from retrieval.engine import Recommender
-    from retrieval.features import stage_inputs
+    from retrieval.data.catalogues import load_catalogue
+    from retrieval.embedding.embedder import create_embedder
+    from retrieval.extract.features import stage_inputs
+    from retrieval.search.recommender import Recommender
 
     catalogue, embedder = load_catalogue(str(shapes)), create_embedder("tiny_test")
     backbone = embedder.backbone

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from retrieval import images
+from retrieval.data import images
+from retrieval.data.images import open_image
 from retrieval.errors import LookalikeError
-from retrieval.images import open_image
 
 
 def test_bad_files_give_clear_errors(tmp_path):

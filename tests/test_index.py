@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import refusal_in_child
 
-from retrieval.artefacts import record
+from conftest import refusal_in_child
 from retrieval.errors import DamagedArtefact, LookalikeError
-from retrieval.index import build_index, exact_search, l2_normalise, open_index
+from retrieval.index.annoy_index import AnnoyIndex
+from retrieval.index.backends import open_index
+from retrieval.store.artefacts import record, seal
+from retrieval.vectors import l2_normalise, top_k
 
 
 def _clustered(n=3000, dim=256, seed=0):
@@ -21,19 +23,19 @@ def _clustered(n=3000, dim=256, seed=0):
 
 def test_annoy_meets_recall_target_against_exact(tmp_path):
     emb = _clustered()
-    index = build_index(tmp_path / "ix", emb, {"catalogue_fingerprint": "a"})
+    index = AnnoyIndex.build(tmp_path / "ix", emb, {"catalogue_fingerprint": "a"})
     assert index.meta["recall_at_10"] >= 0.99
     rng = np.random.default_rng(1)  # fresh queries near the data, not the audit sample
     queries = l2_normalise(emb[rng.choice(len(emb), 100)] + rng.normal(0, 0.05, (100, emb.shape[1])))
-    truth, _ = exact_search(emb, queries, 10)
-    hits = sum(len(set(index.search(q, 10)[0].tolist()) & set(t.tolist())) for q, t in zip(queries, truth))
+    truth, _ = top_k(emb, queries, 10)
+    hits = sum(len(set(found.tolist()) & set(t.tolist())) for found, t in zip(index.search(queries, 10)[0], truth))
     assert hits / 1000 >= 0.97
     rows, scores = index.search(emb[5], 3)
-    assert rows[0] == 5 and scores[0] == pytest.approx(1.0, abs=1e-4)
+    assert rows[0, 0] == 5 and scores[0, 0] == pytest.approx(1.0, abs=1e-4)
 
 
 def test_index_for_other_data_is_refused(tmp_path):
-    build_index(tmp_path / "ix", _clustered(n=200), {"catalogue_fingerprint": "a"})
+    AnnoyIndex.build(tmp_path / "ix", _clustered(n=200), {"catalogue_fingerprint": "a"})
     assert open_index(tmp_path / "ix", {"catalogue_fingerprint": "a"}) is not None
     with pytest.raises(LookalikeError, match="another catalogue"):
         open_index(tmp_path / "ix", {"catalogue_fingerprint": "b"})
@@ -51,15 +53,14 @@ EXPECTED = {"catalogue_fingerprint": "a"}
 # to hash each time it is opened).
 CHILD = """
 import sys
-import retrieval.artefacts as artefacts
+import retrieval.store.artefacts as artefacts
 from retrieval.errors import DamagedArtefact
-from retrieval.index import open_index
+from retrieval.index.backends import open_index
 if sys.argv[2] == "sizes":
     artefacts.HASH_ON_OPEN_BYTES = 0
 try:
     index = open_index(sys.argv[1], {"catalogue_fingerprint": "a"})
-    for query in index.embeddings[:50]:
-        index.search(query, 10)
+    index.search(index.embeddings[:50], 10)
 except DamagedArtefact as e:
     print(e)
     sys.exit(3)
@@ -70,7 +71,7 @@ print("served results")
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("built") / "ix"
-    build_index(folder, _clustered(n=300, dim=DIM), EXPECTED)
+    AnnoyIndex.build(folder, _clustered(n=300, dim=DIM), EXPECTED)
     return folder
 
 
@@ -93,10 +94,11 @@ def flip_bytes(path: Path, at=0.5):
 
 
 def edit_meta(folder: Path, **changes):
-    """Rewrite meta.json with keys changed (None: removed)."""
+    """Rewrite meta.json with keys changed (None: removed), sealed again as
+    Lookalike seals it: only the change is wrong, not the digest."""
     meta = json.loads((folder / "meta.json").read_text())
     meta.update(changes)
-    (folder / "meta.json").write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
+    (folder / "meta.json").write_text(json.dumps(seal({k: v for k, v in meta.items() if v is not None})))
 
 
 def replace_and_rerecord(folder: Path, name: str, data: bytes):
@@ -140,6 +142,9 @@ IN_PROCESS = {  # damage -> what the DamagedArtefact must say
                                    r"embeddings.npy: damaged \(its checksum differs"),
     "embeddings.npy deleted": (lambda d: (d / "embeddings.npy").unlink(), r"embeddings.npy: missing"),
     "index.ann deleted": (lambda d: (d / "index.ann").unlink(), r"index.ann: missing"),
+    "meta.json edited, its digest not": (lambda d: (d / "meta.json").write_text(
+        (d / "meta.json").read_text().replace('"n_items": 300', '"n_items": 299')),
+        r"meta.json: damaged \(its contents differ from the digest recorded"),
     "meta.json not JSON": (lambda d: (d / "meta.json").write_text("{oops"),
                            r"meta.json: damaged \(JSONDecodeError"),
     "meta.json not an object": (lambda d: (d / "meta.json").write_text("[1, 2]"),
@@ -184,5 +189,5 @@ def test_k_beyond_the_catalogue_returns_every_item_ranked(ix):
     index = open_index(ix, EXPECTED)
     query = index.embeddings[7]
     rows, scores = index.search(query, 350)
-    assert sorted(rows.tolist()) == list(range(300))
-    assert rows[0] == 7 and np.all(np.diff(scores) <= 1e-6)
+    assert sorted(rows[0, :300].tolist()) == list(range(300)) and (rows[0, 300:] == -1).all()
+    assert rows[0, 0] == 7 and np.all(np.diff(scores[0, :300]) <= 1e-6)

@@ -1,4 +1,4 @@
-"""The USearch backend (retrieval/usearch_index.py) on small data: recall
+"""The USearch backend (retrieval/index/usearch_index.py) on small data: recall
 against exact search, add and remove in place, reopening, and damage refused
 before USearch reads the file."""
 
@@ -9,11 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import refusal_in_child
 
+from conftest import refusal_in_child
+from retrieval.bench.synthetic import Clustered
 from retrieval.errors import DamagedArtefact, LookalikeError
-from retrieval.usearch_index import FILE, build_index, open_index
-from retrieval.vectors import Clustered, exact_top_k, recall_at_k
+from retrieval.index.backends import open_index
+from retrieval.index.usearch_index import FILE, UsearchIndex
+from retrieval.store.artefacts import seal
+from retrieval.vectors import recall_at_k, top_k
 
 N, DIM = 2000, 32
 # Spread wide enough that the cheapest search effort misses the target
@@ -25,7 +28,7 @@ EXPECTED = {"catalogue_fingerprint": "a"}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     folder = tmp_path_factory.mktemp("built") / "ix"
-    build_index(folder, DATA.points(N), EXPECTED, threads=1)
+    UsearchIndex.build(folder, DATA.points(N), EXPECTED, threads=1)
     return folder
 
 
@@ -39,7 +42,7 @@ def test_recall_against_exact_meets_the_target(built):
     index = open_index(built, EXPECTED)
     assert index.meta["recall_at_10"] >= 0.99
     queries = DATA.queries(300)  # fresh points, not the build's audit sample
-    truth, true_scores = exact_top_k(DATA.points(N), queries, 10)
+    truth, true_scores = top_k(DATA.points(N), queries, 10)
     rows, scores = index.search(queries, 10)
     assert recall_at_k(rows, truth) >= 0.99
     np.testing.assert_allclose(scores[:, 0], true_scores[:, 0], atol=1e-5)  # cosine, as exact search scores
@@ -48,7 +51,7 @@ def test_recall_against_exact_meets_the_target(built):
 def test_one_query_gives_itself_first_with_cosine_one(built):
     index = open_index(built, EXPECTED)
     rows, scores = index.search(DATA.points(N)[5], 3)
-    assert rows.shape == (3,) and rows[0] == 5 and scores[0] == pytest.approx(1.0, abs=1e-5)
+    assert rows.shape == (1, 3) and rows[0, 0] == 5 and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_added_vector_is_found_first_for_itself_and_saved(ix):
@@ -56,9 +59,9 @@ def test_added_vector_is_found_first_for_itself_and_saved(ix):
     new = DATA.queries(1)[0]
     index.add(new[None, :] * 3.0, [N + 7])  # not normalised: the index normalises it
     rows, scores = index.search(new, 1)
-    assert rows.tolist() == [N + 7] and scores[0] == pytest.approx(1.0, abs=1e-5)
+    assert rows.tolist() == [[N + 7]] and scores[0, 0] == pytest.approx(1.0, abs=1e-5)
     reopened = open_index(ix, EXPECTED)
-    assert len(reopened) == N + 1 and reopened.search(new, 1)[0].tolist() == [N + 7]
+    assert len(reopened) == N + 1 and reopened.search(new, 1)[0].tolist() == [[N + 7]]
     with pytest.raises(LookalikeError, match="already in the index"):
         reopened.add(new[None, :], [N + 7])
 
@@ -107,9 +110,9 @@ def test_index_for_other_data_is_refused(built):
 CHILD = """
 import sys
 import numpy as np
-import retrieval.artefacts as artefacts
+import retrieval.store.artefacts as artefacts
 from retrieval.errors import DamagedArtefact
-from retrieval.usearch_index import open_index
+from retrieval.index.backends import open_index
 if sys.argv[2] == "sizes":
     artefacts.HASH_ON_OPEN_BYTES = 0
 try:
@@ -138,8 +141,8 @@ DAMAGE = {  # damage -> (checks on open, what the one line must say)
     "bit-flipped in the graph": (lambda d: flip(d / FILE, 0.95), "default", r"index.usearch: damaged \(its checksum"),
     "deleted": (lambda d: (d / FILE).unlink(), "default", r"index.usearch: missing"),
     "meta.json without expansion_search": (
-        lambda d: (d / "meta.json").write_text(json.dumps(
-            {k: v for k, v in json.loads((d / "meta.json").read_text()).items() if k != "expansion_search"})),
+        lambda d: (d / "meta.json").write_text(json.dumps(seal(
+            {k: v for k, v in json.loads((d / "meta.json").read_text()).items() if k != "expansion_search"}))),
         "default", r"missing or invalid: expansion_search"),
 }
 
@@ -154,6 +157,6 @@ def test_damaged_index_is_refused_in_one_line_and_never_crashes(ix, damage):
 
 def test_meta_json_disagreeing_with_the_file_is_refused(ix):
     meta = json.loads((ix / "meta.json").read_text())
-    (ix / "meta.json").write_text(json.dumps(dict(meta, n_items=N - 1)))
+    (ix / "meta.json").write_text(json.dumps(seal(dict(meta, n_items=N - 1))))
     with pytest.raises(DamagedArtefact, match=r"holds 2000 items of dimension 32, meta.json records 1999"):
         open_index(ix, EXPECTED)

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from retrieval.backbones import create_backbone
-from retrieval.catalogues import load_catalogue
-from retrieval.cli import main
-from retrieval.thumbnails import Thumbnails
+from retrieval.cli.main import main
+from retrieval.data.catalogues import load_catalogue
+from retrieval.models.backbones import create_backbone
+from retrieval.search.thumbnails import Thumbnails
 
 WEEKS_AGO = time.time() - 21 * 86_400
 

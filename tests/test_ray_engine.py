@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from retrieval.catalogues import load_catalogue
-from retrieval.embedder import Embedder, create_embedder
+from retrieval.data.catalogues import load_catalogue
+from retrieval.embedding.embedder import Embedder, create_embedder
 from retrieval.errors import LookalikeError
-from retrieval.ray_engine import ray_features
+from retrieval.extract.ray_data import ray_features
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -133,10 +133,10 @@ def test_without_ray_installed_is_one_clear_error(shop, tuned, monkeypatch):
 def test_index_engine_ray_stores_what_the_local_engine_stores(local_ray, tmp_path, monkeypatch):
     """`python -m retrieval index --engine ray` end to end: Ray extracts, and
     the feature store it fills holds the local engine's features."""
-    import retrieval.ray_engine as ray_engine
+    import retrieval.extract.ray_data as ray_engine
     from conftest import noise_shop
-    from retrieval.cli import main
-    from retrieval.engine import Recommender
+    from retrieval.cli.main import main
+    from retrieval.search.recommender import Recommender
 
     asked = []
     monkeypatch.setattr(ray_engine, "ray_features", lambda catalogue, embedder, rows, *a, **k: asked.append(

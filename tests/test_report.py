@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from finetune import autoencoder as ae
 from finetune.cli import main as finetune_main
-from retrieval.catalogues import load_catalogue
+from retrieval.cli.main import main as retrieval_main
+from retrieval.data.catalogues import load_catalogue
 from retrieval.errors import LookalikeError
+from retrieval.report import autoencoder as ae
 from retrieval.report import embeddings as report_embeddings
-from retrieval.report.command import main as report_main
 from retrieval.report.maps import query_position
 from retrieval.report.metrics import measure
 from retrieval.report.view import open_report
@@ -72,9 +72,10 @@ def written(shop, tmp_path_factory):
 
     report_embeddings.create_backbone = create
     try:
-        assert report_main(["--catalogue", str(shop), "--backbones", "tiny_test,resnet18", "--head", str(head),
-                            "--autoencoder", str(autoencoder), "--timing-images", "4", "--examples", "2",
-                            "--output", str(base / "report"), "--cache-dir", str(cache)]) == 0
+        assert retrieval_main(["report", "--catalogue", str(shop), "--backbones", "tiny_test,resnet18",
+                               "--head", str(head), "--autoencoder", str(autoencoder), "--timing-images", "4",
+                               "--examples", "2",
+                               "--output", str(base / "report"), "--cache-dir", str(cache)]) == 0
     finally:
         report_embeddings.create_backbone = real
     return base / "report"

@@ -5,12 +5,12 @@ network must be converted again, never served."""
 import pytest
 import torch
 
-from retrieval.backbones import create_backbone
-from retrieval.cache import cache_root
-from retrieval.engine import Recommender
 from retrieval.errors import LookalikeError
-from retrieval import runtimes
-from retrieval.runtimes import resolve_runtime
+from retrieval.models import runtimes
+from retrieval.models.backbones import create_backbone
+from retrieval.models.runtimes import resolve_runtime
+from retrieval.search.recommender import Recommender
+from retrieval.store.cache import cache_root
 
 BATCH = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -33,7 +33,7 @@ def test_openvino_gives_torchs_features_and_fingerprint(own_cache):
 def test_bfloat16_features_are_cached_apart(own_cache):
     bf16 = create_backbone("tiny_test", runtime="openvino-bf16")
     assert bf16.fingerprint != create_backbone("tiny_test", runtime="torch").fingerprint
-    assert bf16.describe() == create_backbone("tiny_test", runtime="torch").describe()  # heads still fit
+    assert bf16.config() == create_backbone("tiny_test", runtime="torch").config()  # heads still fit
 
 
 def test_auto_is_openvino_on_the_cpu_and_bad_names_are_one_error(own_cache, monkeypatch):

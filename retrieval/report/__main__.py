@@ -1,5 +1,6 @@
+"""`python -m retrieval.report ...`: the same as `python -m retrieval report ...`."""
 import sys
 
-from .command import main
+from retrieval.cli.main import main
 
-sys.exit(main())
+sys.exit(main(["report", *sys.argv[1:]]))

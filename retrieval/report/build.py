@@ -10,12 +10,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..cache import cache_root
-from ..catalogues import Catalogue
-from ..errors import LookalikeError
-from . import cost, maps, metrics, plots
-from .embeddings import (aligned, autoencoder_embedding, backbone_embeddings, handcrafted_embedding,
-                         head_embeddings)
+from retrieval.data.catalogues import Catalogue
+from retrieval.errors import LookalikeError
+from retrieval.report import cost, maps, metrics, plots
+from retrieval.report.embeddings import (
+    aligned,
+    autoencoder_embedding,
+    backbone_embeddings,
+    handcrafted_embedding,
+    head_embeddings,
+)
+from retrieval.store.cache import cache_root
 
 TOP_K = 5                 # results shown per embedding in the example rows
 THUMBNAIL = 128           # longest side of an example image, pixels

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..catalogues import Catalogue
-from ..features import BATCH_SIZE
-from ..index import build_index
-from .embeddings import Embedding
+from retrieval.data.catalogues import Catalogue
+from retrieval.extract.local import BATCH_SIZE
+from retrieval.index.annoy_index import AnnoyIndex
+from retrieval.report.embeddings import Embedding
 
 
 def timing_sample(rows: np.ndarray, n: int) -> np.ndarray:
@@ -35,7 +35,7 @@ def index_cost(embedding: Embedding) -> dict:
     recall@10 against exact search reaches the engine's target) in a
     scratch folder; its size, parameters and measured recall."""
     with tempfile.TemporaryDirectory(prefix="lookalike-report-") as scratch:
-        index = build_index(Path(scratch) / "index", embedding.vectors, {"embedding": embedding.name})
+        index = AnnoyIndex.build(Path(scratch) / "index", embedding.vectors, {"embedding": embedding.name})
         m = index.meta
         size = (index.folder / "index.ann").stat().st_size
         index.annoy.unload()

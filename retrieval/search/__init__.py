@@ -1,0 +1,1 @@
+"""Search over the catalogue: filters on its metadata (where.py)."""

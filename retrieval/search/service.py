@@ -1,0 +1,280 @@
+"""What the app serves, without any UI: several catalogues, each with a
+pretrained and a fine-tuned Recommender sharing one Backbone and one
+Catalogue, so a query costs one backbone pass. A catalogue that can't be
+served is kept with its reason instead of stopping the others. Answers are
+render-ready (answers.py): the page and the API show the same records."""
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from retrieval.data.catalogues import Catalogue, load_catalogue
+from retrieval.data.images import open_image
+from retrieval.embedding.embedder import HeadRun, create_embedder, embedding_name, load_head
+from retrieval.errors import LookalikeError
+from retrieval.models.backbones import Backbone, create_backbone, resolve_backbone
+from retrieval.progress import Progress
+from retrieval.search.answers import SIDES, Answer, Match, QueryItem, Side
+from retrieval.search.batching import QueryBatcher
+from retrieval.search.limits import MAX_K
+from retrieval.search.recommender import Recommender
+from retrieval.search.spaces import CatalogueConfig, finetune_command
+from retrieval.search.thumbnails import Thumbnails
+from retrieval.store.cache import cache_root
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Served:
+    """One catalogue served with one backbone. Opening loads the catalogue and
+    the head (what the page needs); the backbone and the two recommenders
+    come with `build`, once the page is up: it comes up before torchvision
+    and timm are even imported."""
+
+    config: CatalogueConfig
+    backbone: str
+    catalogue: Catalogue | None = None  # None: unavailable from the start
+    head: HeadRun | None = None
+    pretrained: Recommender | None = None
+    finetuned: Recommender | None = None
+    finetuned_note: str = ""    # why there is no fine-tuned side, and how to make one
+    status: str = "building"    # building | ready | unavailable: reason
+    build_started: float | None = None  # time.monotonic() when its build began
+    progress: Progress = field(default_factory=Progress)
+
+    @property
+    def ready(self) -> bool:
+        return self.status == "ready"
+
+    @property
+    def head_to_train(self) -> bool:
+        """A head is configured in a RUN_DIR that does not exist yet."""
+        head = self.config.head
+        return self.head is None and bool(head) and not head.startswith("hub:") and not Path(head).exists()
+
+    def build(self, backbone: Backbone, cache_dir, trainer=None):
+        """Make both recommenders on the (shared) backbone; build or reuse the
+        cached features and both indexes. `trainer(recommender, run_dir,
+        progress)` makes a configured head that does not exist yet."""
+        self.build_started = time.monotonic()
+        self.pretrained = Recommender(self.catalogue, create_embedder(backbone), cache_dir).build(
+            progress=self.progress)
+        if trainer is not None and self.head_to_train:
+            try:
+                trainer(self.pretrained, self.config.head, self.progress)
+                self.head, self.finetuned_note = load_head(self.config.head), ""
+            except LookalikeError as e:
+                self.finetuned_note = _no_head(self.config, e)
+        if self.head is not None:
+            try:
+                self.finetuned = Recommender(self.catalogue, create_embedder(backbone, self.head), cache_dir).build()
+            except LookalikeError as e:
+                self.head, self.finetuned_note = None, _no_head(self.config, e)
+        for rec in (self.pretrained, self.finetuned):
+            if rec is not None:
+                rec.embedder.backbone.warm_up()
+        self.status = "ready"
+
+    def embed_queries(self, images) -> list:
+        """Validated query images -> per image {side: query embedding}, with
+        one backbone pass per distinct backbone and views (a head with
+        --unfreeze stages has its own backbone)."""
+        features, out = {}, [{} for _ in images]
+        for side in SIDES:
+            rec = getattr(self, side)
+            if rec is None:
+                continue
+            key = (id(rec.embedder.backbone), rec.embedder.views)
+            if key not in features:
+                features[key] = rec.embedder.features(images)
+            for query, embedding in zip(out, rec.embedder.embed_features(features[key])):
+                query[side] = embedding
+        return out
+
+    def status_record(self) -> dict:
+        """JSON-friendly status, for the UI and the /catalogues endpoint."""
+        return {"catalogue": self.config.name, "backbone": self.backbone,
+                "status": self.status.replace(self.config.spec, self.config.name),  # no server paths
+                "building_seconds": round(time.monotonic() - self.build_started)
+                if self.status == "building" and self.build_started else None,
+                "progress": self.progress.snapshot() if self.status == "building" and self.build_started else None,
+                "items": len(self.catalogue) if self.catalogue else None,
+                "pretrained": self.backbone if self.catalogue else None,
+                "finetuned": embedding_name(self.backbone, self.head) if self.head else None,
+                "finetuned_note": self.finetuned_note}
+
+    def validation(self) -> dict | None:
+        """The fine-tuning run's metrics.json and curves.png, when there are any."""
+        if self.head is None:
+            return None
+        run_dir = Path(self.head.run_dir)
+        try:
+            metrics = json.loads((run_dir / "metrics.json").read_text())
+        except (OSError, ValueError) as e:
+            return {"error": f"{run_dir.name}/metrics.json: {e}"}
+        curves = run_dir / "curves.png"
+        return {"metrics": metrics, "curves": str(curves) if curves.is_file() else None}
+
+
+def _no_head(config: CatalogueConfig, reason=None) -> str:
+    why = f"Fine-tuned head unavailable ({reason})." if reason else "No fine-tuned head yet."
+    return f"{why} Make one with `{finetune_command(config)}`"
+
+
+@dataclass
+class Example:
+    """A catalogue item offered as a query."""
+
+    row: int
+    label: str
+    thumbnail: Path
+
+
+class Service:
+    """Opens every configured catalogue, builds its indexes and answers queries."""
+
+    def __init__(self, configs, cache_dir=None, device="auto", backbones=None, trainer=None):
+        """`trainer` (see Served.build) makes missing heads during the build."""
+        self.cache_dir, self.device, self.trainer = cache_dir, device, trainer
+        self.thumbnails = Thumbnails(cache_root(cache_dir) / "thumbnails")
+        self._backbones = dict(backbones or {})  # name -> Backbone, shared by every catalogue
+        self._catalogues = {}                    # (spec, classes, per_class) -> Catalogue
+        self._batchers, self._batchers_lock = {}, threading.Lock()  # one per served catalogue
+        self.served: list = []
+        for config in configs:
+            self.served.append(self._open(config))
+        if not any(s.catalogue for s in self.served):
+            reasons = "; ".join(f"{s.config.name}: {s.status}" for s in self.served) or "none configured"
+            raise LookalikeError(f"no catalogue could be loaded ({reasons})")
+
+    def _open(self, config: CatalogueConfig) -> Served:
+        head, head_note = None, _no_head(config)
+        if config.head:
+            try:
+                head, head_note = load_head(config.head), ""
+            except LookalikeError as e:
+                head_note = _no_head(config, e)
+        name = config.backbone
+        try:
+            # as create_embedder: "auto" means the head's own backbone when there is a head
+            name = head.backbone if head is not None and name == "auto" else resolve_backbone(name)[0]
+            if any(s.config.name == config.name and s.backbone == name for s in self.served):
+                raise LookalikeError(f"catalogue {config.name!r} is listed twice with backbone {name}")
+            key = (config.spec, config.classes, config.per_class)
+            if key not in self._catalogues:
+                self._catalogues[key] = load_catalogue(config.spec, config.classes, per_class=config.per_class)
+        except LookalikeError as e:
+            log.warning("catalogue %s unavailable: %s", config.name, e)
+            return Served(config, name, status=f"unavailable: {e}")
+        if head is not None and head.backbone != name:
+            head, head_note = None, _no_head(config, f"it was trained on {head.backbone} features, not {name}")
+        return Served(config, name, self._catalogues[key], head, finetuned_note=head_note)
+
+    def _backbone(self, name: str) -> Backbone:
+        """One Backbone per name, shared by every catalogue (made on first use)."""
+        if name not in self._backbones:
+            self._backbones[name] = create_backbone(name, device=self.device, cache_dir=self.cache_dir)
+        return self._backbones[name]
+
+    def build_all(self):
+        """Build every catalogue's indexes (at start-up, once the page is up);
+        one that fails becomes unavailable with its reason."""
+        for served in self.served:
+            if served.status != "building":
+                continue
+            log.info("catalogue %s (%s): building or reusing features and indexes", served.config.name,
+                     served.backbone)
+            try:
+                served.build(self._backbone(served.backbone), self.cache_dir, self.trainer)
+            except Exception as e:  # keep serving the others, say why
+                log.exception("catalogue %s failed to build", served.config.name)
+                served.status = f"unavailable: {type(e).__name__}: {e}"
+            else:
+                log.info("catalogue %s (%s): ready, %d items indexed in %.1f s", served.config.name,
+                         served.backbone, len(served.pretrained.rows), time.monotonic() - served.build_started)
+
+    @property
+    def building(self) -> bool:
+        return any(s.status == "building" for s in self.served)
+
+    def names(self, loaded_only=False) -> list:
+        """Catalogue names in manifest order (only those whose catalogue loaded)."""
+        return list(dict.fromkeys(s.config.name for s in self.served if s.catalogue or not loaded_only))
+
+    def backbones(self, catalogue: str) -> list:
+        return [s.backbone for s in self.served if s.config.name == catalogue]
+
+    def get(self, catalogue: str, backbone: str | None = None) -> Served:
+        """The served catalogue for a name (and backbone; default its first)."""
+        matches = [s for s in self.served if s.config.name == catalogue
+                   and (not backbone or s.backbone == backbone)]
+        if not matches:
+            raise LookalikeError(f"unknown catalogue {catalogue!r}"
+                                 + (f" with backbone {backbone!r}" if backbone else "")
+                                 + f"; served: {', '.join(self.names())}")
+        return matches[0]
+
+    def examples(self, catalogue: str, n=8) -> list:
+        """n catalogue items from classes spread over the catalogue."""
+        cat = self.get(catalogue).catalogue
+        if cat is None:
+            return []
+        first = {}
+        for row, label in enumerate(cat.labels):
+            first.setdefault(label, row)
+        rows = list(first.values())
+        return [Example(row, cat.label_names[cat.labels[row]], self.thumbnails.path(cat, row))
+                for row in rows[::max(1, len(rows) // n)][:n]]
+
+    def thumbnail(self, catalogue: str, row: int) -> Path:
+        return self.thumbnails.path(self.get(catalogue).catalogue, row)
+
+    def answer(self, image, catalogue: str, k: int, backbone=None, query_row=None) -> Answer:
+        """Search both embeddings with one backbone pass. `image`: bytes or a
+        PIL image (validated); or `query_row` names a catalogue item, which
+        is then shown apart and left out of its own results."""
+        served = self.get(catalogue, backbone)
+        if not served.ready:
+            raise LookalikeError(f"catalogue {catalogue!r} is not ready ({served.status})")
+        if isinstance(k, bool) or not isinstance(k, (int, float)) or k != int(k) or not 1 <= k <= MAX_K:
+            raise LookalikeError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
+        cat, k = served.catalogue, int(k)
+        query = None
+        if query_row is not None:
+            if not 0 <= query_row < len(cat):
+                raise LookalikeError(f"catalogue {catalogue!r} has no item {query_row}")
+            image = cat.image(query_row)
+            query = QueryItem(cat.ids[query_row], cat.label_names[cat.labels[query_row]],
+                              self.thumbnails.path(cat, query_row))
+        elif image is None:
+            raise LookalikeError("no query image: upload, paste or snap one, or click a catalogue item")
+        embeddings = self._batcher(served)(open_image(image))  # validated once, for both sides
+        sides = {}
+        for side in SIDES:
+            rec = getattr(served, side)
+            if rec is None:
+                sides[side] = Side(None, note=served.finetuned_note)
+                continue
+            results = rec.search_embedding(embeddings[side], k, exclude_row=query_row)
+            sides[side] = Side(rec.embedding_name, [
+                Match(r.rank, r.id, r.label, r.score, r.row, self.thumbnails.path(cat, r.row),
+                      None if query is None else r.label == query.label) for r in results])
+        return Answer(served.config.name, served.backbone, k, query, sides)
+
+    def _batcher(self, served: Served) -> QueryBatcher:
+        """Concurrent queries of a catalogue share its passes (batching.py)."""
+        with self._batchers_lock:
+            if id(served) not in self._batchers:
+                self._batchers[id(served)] = QueryBatcher(served.embed_queries)
+            return self._batchers[id(served)]
+
+    def recommend(self, image, catalogue: str, k: int = 10, backbone=None, query_row=None) -> dict:
+        """The /recommend JSON of `answer`."""
+        return self.answer(image, catalogue, k, backbone, query_row).to_dict()
+
+    def status(self) -> list:
+        return [s.status_record() for s in self.served]
