@@ -25,6 +25,7 @@ import app
 from retrieval.search.service import Service
 from retrieval.search.spaces import CatalogueConfig
 from retrieval.store.atomic import write_json
+from ui.page import build_demo
 
 
 def percentiles(seconds) -> dict:
@@ -72,7 +73,7 @@ def measure(args, cache) -> dict | None:
     built = time.perf_counter()
     served = service.get("bench")
     if not served.ready:
-        print(f"error: {served.status}", file=sys.stderr)
+        print(f"error: {served.state}", file=sys.stderr)
         return None
     if served.finetuned is None:
         print(f"note: {served.finetuned_note}", file=sys.stderr)
@@ -92,7 +93,7 @@ def measure(args, cache) -> dict | None:
     recommend = timed(lambda im: service.recommend(im, "bench", args.k), queries)
     answer_only = timed(lambda im: service.answer(im, "bench", args.k), queries)
 
-    demo = app.build_demo(service)
+    demo = build_demo(service)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
                             **app.launch_options(service))
     try:

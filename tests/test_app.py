@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,8 @@ from retrieval.models.backbones import create_backbone
 from retrieval.search.recommender import Recommender
 from retrieval.search.service import Service
 from retrieval.search.spaces import CatalogueConfig, load_manifest
+from ui import edge, page
+from ui import format as ui_format
 
 ROOT = Path(__file__).resolve().parents[1]
 from bench_startup import running_app  # noqa: E402  (how the start-up benchmark starts the app)
@@ -77,7 +80,7 @@ def served(tmp_path_factory):
                        CatalogueConfig("gone", str(tmp / "nowhere"), "tiny_test")],
                       cache_dir=cache, backbones={"tiny_test": backbone})
     service.build_all()
-    demo = app.build_demo(service)
+    demo = page.build_demo(service)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
                             **app.launch_options(service))
     try:
@@ -136,7 +139,7 @@ def test_queue_bounds_concurrency_waiting_requests_and_its_own_analytics(served)
     """Gradio's defaults would summarise every kept event after every request
     (see app.py): the served queue must use the app's settings."""
     queue = served["demo"]._queue
-    assert (queue.default_concurrency_limit, queue.max_size) == (app.QUERY_CONCURRENCY, app.QUEUE_SIZE)
+    assert (queue.default_concurrency_limit, queue.max_size) == (page.QUERY_CONCURRENCY, page.QUEUE_SIZE)
     assert queue.ANALYTICS_MAX_EVENTS <= 1000 and queue.ANAYLTICS_CACHE_FREQUENCY >= 100
 
 
@@ -163,7 +166,7 @@ def test_server_paths_are_refused_alike_whether_or_not_they_exist(served):
         with pytest.raises(AppError) as refused:
             client.predict({"path": path}, "shop", 5, api_name="/recommend")
         messages.append(str(refused.value))
-    assert len(set(messages)) == 1 and app.NOT_UPLOADED in messages[0]
+    assert len(set(messages)) == 1 and edge.NOT_UPLOADED in messages[0]
 
 
 def test_uploads_over_the_size_limit_are_refused_by_the_server_and_not_kept(served):
@@ -183,8 +186,8 @@ def test_uploads_over_the_size_limit_are_refused_by_the_server_and_not_kept(serv
 
 
 def test_uploads_are_swept_after_a_few_minutes(served):
-    assert served["demo"].delete_cache == (app.UPLOAD_SWEEP, app.UPLOAD_MAX_AGE)
-    assert app.UPLOAD_MAX_AGE <= 600
+    assert served["demo"].delete_cache == (page.UPLOAD_SWEEP, page.UPLOAD_MAX_AGE)
+    assert page.UPLOAD_MAX_AGE <= 600
 
 
 def test_a_refused_request_is_one_log_line_without_a_traceback(served, caplog, capfd):
@@ -203,8 +206,9 @@ def test_catalogue_without_head_says_how_to_make_one(served):
                                                           api_name="/recommend")
     assert len(answer["pretrained"]["results"]) == 3
     assert answer["finetuned"]["embedding"] is None and answer["finetuned"]["results"] == []
+    # placeholders, not the server's paths (the server's log has those)
     assert answer["finetuned"]["note"] == ("No fine-tuned head yet. Make one with `python -m finetune "
-                                           f"--catalogue {served['shop']} --backbone tiny_test --output runs/plain`")
+                                           "--catalogue CATALOGUE --backbone tiny_test --output RUN_DIR`")
 
 
 def test_catalogue_item_query_is_shown_apart_and_marks_its_class(served):
@@ -223,9 +227,9 @@ def test_catalogue_item_query_is_shown_apart_and_marks_its_class(served):
         assert [r["same_class"] for r in results] == [r["label"] == "cyan" for r in results]
         assert answer[side]["same_class"] == sum(r["label"] == "cyan" for r in results) <= 3
     shown = service.answer(None, "shop", 6, query_row=row).sides["pretrained"]
-    assert app.side_label("Pretrained", shown).endswith(f"{answer['pretrained']['same_class']}/6 share the "
+    assert ui_format.side_label("Pretrained", shown).endswith(f"{answer['pretrained']['same_class']}/6 share the "
                                                          "query's class")
-    assert [app.caption(m) for m in shown.results] == [
+    assert [ui_format.caption(m) for m in shown.results] == [
         f"{r['score']:.3f} · {'✓ ' if r['same_class'] else ''}{r['label']}" for r in answer["pretrained"]["results"]]
 
 
@@ -242,14 +246,14 @@ def test_metrics_tab_shows_the_runs_validation_table(served):
     served_shop = served["service"].get("shop")
     validation = served_shop.validation()
     metrics = json.loads((served["run_dir"] / "metrics.json").read_text())
-    text = app.metrics_markdown("shop", "tiny_test", validation, served_shop.finetuned_note)
+    text = ui_format.metrics_markdown("shop", "tiny_test", validation, served_shop.finetuned_note)
     best = metrics["best"]
     assert f"| Fine-tuned (best epoch {best['epoch']}) | {best['recall_at_1']:.3f} |" in text
     assert f"| Pretrained | {metrics['pretrained']['recall_at_1']:.3f} |" in text
     assert validation["curves"] == str(served["run_dir"] / "curves.png")
     plain = served["service"].get("plain")
     assert plain.validation() is None
-    assert "python -m finetune" in app.metrics_markdown("plain", "tiny_test", None, plain.finetuned_note)
+    assert "python -m finetune" in ui_format.metrics_markdown("plain", "tiny_test", None, plain.finetuned_note)
 
 
 def test_app_fails_only_when_no_catalogue_loads(tmp_path, capsys):
@@ -385,11 +389,11 @@ def test_page_is_built_without_importing_torchvision_or_timm(class_folders):
     """The page comes up while the backbone is made in the background: opening
     a catalogue (auto backbone, no head) and building the UI import neither
     torchvision nor timm (~3.5 s of a start-up)."""
-    script = ("import sys, app\n"
+    script = ("import sys\nfrom ui import page\n"
               "from retrieval.search.service import CatalogueConfig, Service\n"
               f"service = Service([CatalogueConfig('shop', {str(class_folders)!r})])\n"
-              "app.build_demo(service)\n"
-              "print(service.get('shop').status, sorted(m for m in ('torchvision', 'timm') if m in sys.modules))")
+              "page.build_demo(service)\n"
+              "print(service.get('shop').state, sorted(m for m in ('torchvision', 'timm') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split("\n")[-2] == "building []"
 
@@ -449,5 +453,59 @@ def test_a_missing_head_is_trained_by_the_build_with_progress(tmp_path):
     progress = Progress()
     progress.start("extracting features", 4052)
     progress.advance(1013)
-    text = app.progress_text(progress.snapshot())
+    text = ui_format.progress_text(progress.snapshot())
     assert text.startswith("extracting features ▓▓░░░░░░░░ 1,013 / 4,052 images (25%)")
+
+
+def rest_call(url: str, data: list, name="recommend") -> tuple:
+    """(status code, event stream text) of a raw REST call, as curl users make it."""
+    api = url + "gradio_api/"
+    posted = httpx.post(api + f"call/{name}", json={"data": data}, timeout=60)
+    if posted.status_code != 200:
+        return posted.status_code, posted.text
+    return 200, httpx.get(api + f"call/{name}/{posted.json()['event_id']}", timeout=60).text
+
+
+def rest_upload(url: str, path: Path) -> dict:
+    uploaded = httpx.post(url + "gradio_api/upload", files={"files": path.read_bytes()}, timeout=60).json()[0]
+    return {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
+
+
+def test_rest_route_leaves_no_session_behind(served):
+    """Each raw REST call opens a gradio session that kept a copy of its whole
+    answer (1.1 -> 2.5 GB over seven minutes of 32 users); idle ones are
+    forgotten, browser tabs (announced by the page's load event) are not."""
+    holder, sweeper = served["demo"].state_holder, served["demo"].sweeper
+    image = rest_upload(served["url"], served["shop"] / "red" / "red1.png")
+    before = set(holder.session_data)
+    for _ in range(5):
+        code, stream = rest_call(served["url"], [image, "shop", 3, ""])
+        assert code == 200 and "event: complete" in stream
+    assert len(set(holder.session_data) - before) >= 5
+    sweeper.page_loaded("a-browser-tab")
+    holder["a-browser-tab"]
+    sweeper.sweep(now=time.time() + 3600)
+    assert set(holder.session_data) == {"a-browser-tab"}
+
+
+def test_rest_route_edges_are_one_clear_message(served, caplog):
+    """What gradio alone answered with a traceback in the log and `{"error":
+    null}` (a path not uploaded, an optional argument left out) or a 500 (an
+    unknown endpoint)."""
+    image = rest_upload(served["url"], served["shop"] / "red" / "red1.png")
+    code, stream = rest_call(served["url"], [image, "shop", 3])  # no backbone: its default, as gradio_client
+    assert code == 200 and "event: complete" in stream
+    with caplog.at_level(logging.INFO, logger="lookalike.app"):
+        code, stream = rest_call(served["url"], [{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}},
+                                                 "shop", 3, ""])
+        assert code == 200 and edge.NOT_UPLOADED in stream and "null" not in stream
+        for k in ("NaN", "Infinity"):
+            posted = httpx.post(served["url"] + "gradio_api/call/recommend", timeout=60,
+                                headers={"content-type": "application/json"},
+                                content=f'{{"data": [{json.dumps(image)}, "shop", {k}, ""]}}')
+            answer = httpx.get(served["url"] + f"gradio_api/call/recommend/{posted.json()['event_id']}").text
+            assert "k must be a whole number from 1 to 50" in answer
+        code, text = rest_call(served["url"], [1], name="no-such-endpoint")
+        assert code == 404 and "no such endpoint" in text
+    assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "lookalike.app"] == ["refused"] * 4
+    assert all(r.exc_info is None for r in caplog.records)

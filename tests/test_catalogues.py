@@ -4,7 +4,8 @@ import datasets
 import numpy as np
 import pytest
 
-from retrieval.data.catalogues import load_catalogue, parse_classes
+from retrieval.data.catalogues import load_catalogue
+from retrieval.data.subsets import parse_classes
 from retrieval.errors import LookalikeError
 
 
@@ -55,7 +56,7 @@ def test_stanford_cars_layout(cars):
 
 
 def test_classes_parsing_and_errors(tmp_path):
-    assert parse_classes("1-3, 7") == {1, 2, 3, 7}
+    assert parse_classes("1-3, 7, 2-4") == [(1, 4), (7, 7)]
     with pytest.raises(LookalikeError):
         parse_classes("a-b")
     with pytest.raises(LookalikeError, match="no such folder"):

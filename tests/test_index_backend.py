@@ -160,3 +160,14 @@ def test_meta_json_disagreeing_with_the_file_is_refused(ix):
     (ix / "meta.json").write_text(json.dumps(seal(dict(meta, n_items=N - 1))))
     with pytest.raises(DamagedArtefact, match=r"holds 2000 items of dimension 32, meta.json records 1999"):
         open_index(ix, EXPECTED)
+
+
+def test_usearch_is_imported_only_when_an_index_is_used():
+    """usearch imported before torch makes torch's JIT tracing (OpenVINO's
+    conversion) ~50x slower in that process: commands load it only to build
+    or open an index, after their backbone."""
+    import subprocess
+    import sys
+
+    script = "import sys, retrieval.cli.main, retrieval.index.backends; print('usearch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True).stdout.strip() == "False"

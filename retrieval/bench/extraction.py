@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrieval.data.catalogues import Catalogue, first_per_class, load_catalogue
+from retrieval.data.catalogue import Catalogue
+from retrieval.data.catalogues import load_catalogue
+from retrieval.data.subsets import first_per_class
 from retrieval.embedding.embedder import create_embedder
 from retrieval.evaluation.metrics import retrieval_metrics
 from retrieval.extract.local import local_engine

@@ -43,6 +43,8 @@ def check(parser, args):
         parser.error("--ray-workers must be at least 1")
     if getattr(args, "ray_gpus_per_worker", 0) < 0:
         parser.error("--ray-gpus-per-worker must not be negative")
+    if args.command == "evaluate" and args.json_out and Path(args.json_out).is_dir():
+        parser.error(f"--json {args.json_out} is a folder; name a file to write the metrics to")
     if args.command == "search":
         if not 1 <= args.k <= MAX_K:
             parser.error(f"--k must be from 1 to {MAX_K}, not {args.k}")

@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from retrieval.data.catalogues import Catalogue
+from retrieval.data.catalogue import Catalogue
 from retrieval.embedding.embedder import Embedder
 from retrieval.errors import DamagedArtefact, LookalikeError
 from retrieval.extract.local import BATCH_SIZE, local_batches, local_engine
 from retrieval.models import views as view_ops
 from retrieval.store.feature_store import FeatureStore
 from retrieval.store.fingerprint import digest
+from retrieval.store.locks import exclusive, writing
 
 log = logging.getLogger(__name__)
 # A chunk is stored every CHUNK_IMAGES images or CHUNK_SECONDS, whichever
@@ -80,19 +81,23 @@ def stored_outputs(catalogue: Catalogue, store: FeatureStore, batches, desc: str
     (an iterator of (rows done, {name: array}, skip messages)) and stored. A
     chunk found damaged while reading is dropped and its items made again."""
     keys = catalogue.keys
-    for attempt in range(2):
-        where = store.locations()
-        missing = _missing_rows(keys, where)
-        if missing:
-            _extract_into(store, where, catalogue, missing, batches, desc, progress)
-        rows = [row for row, key in enumerate(keys) if key in where]
-        if not rows:
-            raise LookalikeError(f"catalogue {catalogue.spec!r}: none of its {len(catalogue)} images could be read")
-        try:
-            return store.read([keys[row] for row in rows], where), np.asarray(rows, dtype=np.int64)
-        except DamagedArtefact:
-            if attempt:
-                raise
+    waiting = f"{desc}: another Lookalike process is extracting into the same store; waiting for it"
+    root = store.folder.parents[1]
+    with writing(root), exclusive(root, f"{store.folder.parent.name}-{store.folder.name}", waiting):
+        for attempt in range(2):
+            where = store.locations()
+            missing = _missing_rows(keys, where)
+            if missing:
+                _extract_into(store, where, catalogue, missing, batches, desc, progress)
+            rows = [row for row, key in enumerate(keys) if key in where]
+            if not rows:
+                raise LookalikeError(f"catalogue {catalogue.spec!r}: none of its {len(catalogue)} images could be "
+                                     "read")
+            try:
+                return store.read([keys[row] for row in rows], where), np.asarray(rows, dtype=np.int64)
+            except DamagedArtefact:
+                if attempt:
+                    raise
 
 
 def _missing_rows(keys: list, where: dict) -> list:

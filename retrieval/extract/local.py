@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from retrieval.data.catalogues import Catalogue
+from retrieval.data.catalogue import Catalogue
 from retrieval.embedding.embedder import Embedder
 from retrieval.errors import LookalikeError
 

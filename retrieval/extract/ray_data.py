@@ -22,7 +22,7 @@ from retrieval.data.images import open_image, read_image_bytes
 from retrieval.errors import LookalikeError
 
 if TYPE_CHECKING:  # every Ray worker imports this module: the pipeline's needs no torch, none needs datasets
-    from retrieval.data.catalogues import Catalogue
+    from retrieval.data.catalogue import Catalogue
     from retrieval.embedding.embedder import Embedder
 
 # a local instance stays small: it shares the machine with whatever started it

@@ -99,8 +99,10 @@ def tune_search_k(annoy: Annoy, vectors: np.ndarray, n_trees: int, seed=0):
     n_trees * 10) that meets the target on catalogue items, themselves
     excluded (the self-hit is trivially found)."""
     n = len(vectors)
-    audit = np.random.default_rng(seed).choice(n, size=min(AUDIT_QUERIES, n), replace=False)
     k = min(RECALL_K, n - 1)
+    if k < 1:  # one item: nothing to find but itself
+        return n_trees, 1.0
+    audit = np.random.default_rng(seed).choice(n, size=min(AUDIT_QUERIES, n), replace=False)
     truth, _ = top_k(vectors, vectors[audit], k, exclude=audit)
     start, limit = n_trees * k, max(n * n_trees, n_trees * k)
     ladder = [start * 2 ** i for i in range(64) if start * 2 ** (i - 1) < limit]

@@ -7,14 +7,17 @@ from disk, so opening costs no reading and the page cache holds what queries
 touch. A view is read-only (USearch crashes on a write to one): `add` and
 `remove` load a writable copy into memory, apply the change, write a new
 folder atomically and view that. A process already viewing the old folder
-keeps serving the old version until it reopens."""
+keeps serving the old version until it reopens.
+
+usearch is imported when an index is built or opened, not with this module:
+imported before torch, it makes torch's JIT tracing (what OpenVINO's
+conversion runs) some 50x slower in that process (seen here: 2 minutes to
+convert the tiny test network); every command makes its backbone first."""
 
 import logging
 import time
 
 import numpy as np
-import usearch
-from usearch.index import Index as USearch
 
 from retrieval.errors import DamagedArtefact, LookalikeError
 from retrieval.index import tuning
@@ -93,7 +96,7 @@ class UsearchIndex(Index):
 
     def _change(self, edit):
         """Apply `edit` to a writable copy, write a new folder atomically, reopen."""
-        writable = USearch.restore(str(self.folder / FILE), view=False) if self.view else self.usearch
+        writable = _usearch_index().restore(str(self.folder / FILE), view=False) if self.view else self.usearch
         writable.expansion_search = self.meta["expansion_search"]
         edit(writable)
         self.meta = _save(self.folder, writable, dict(self.meta, n_items=len(writable)))
@@ -110,8 +113,8 @@ class UsearchIndex(Index):
         audit, rest, truth = _holdout(n, vectors, seed)
         started = time.perf_counter()
         for connectivity, expansion_add in BUILD_LADDER:
-            index = USearch(ndim=dim, metric="ip", dtype="f32", connectivity=connectivity,
-                            expansion_add=expansion_add)
+            index = _usearch_index()(ndim=dim, metric="ip", dtype="f32", connectivity=connectivity,
+                                     expansion_add=expansion_add)
             index.add(keys[rest], vectors[rest], threads=threads)
             expansion_search, recall = _tune_search(index, vectors[audit], keys[truth])
             if recall >= TARGET_RECALL:
@@ -121,17 +124,26 @@ class UsearchIndex(Index):
         if len(audit):
             index.add(keys[audit], vectors[audit], threads=threads)
         index.expansion_search = expansion_search
-        meta = dict(meta or {}, backend=cls.backend, usearch_version=usearch.__version__, dim=dim, n_items=n,
+        from usearch import __version__ as usearch_version
+
+        meta = dict(meta or {}, backend=cls.backend, usearch_version=usearch_version, dim=dim, n_items=n,
                     connectivity=connectivity, expansion_add=expansion_add, expansion_search=expansion_search,
                     recall_at_10=round(recall, 4), audit_queries=len(audit),
                     build_seconds=round(time.perf_counter() - started, 2))
         return cls(folder, _save(folder, index, meta))
 
 
-def _restore(path, meta: dict, view: bool) -> USearch:
+def _usearch_index():
+    """usearch's Index class, imported on first use (see the module docstring)."""
+    from usearch.index import Index
+
+    return Index
+
+
+def _restore(path, meta: dict, view: bool):
     """View (or load) the file, and refuse one that disagrees with meta.json."""
     try:
-        index = USearch.restore(str(path), view=view)
+        index = _usearch_index().restore(str(path), view=view)
     except (RuntimeError, ValueError) as e:
         raise DamagedArtefact(f"{path}: damaged ({e})") from e
     if index is None or index.ndim != meta["dim"] or len(index) != meta["n_items"]:
@@ -154,7 +166,7 @@ def _holdout(n, vectors, seed):
     return audit, rest, rest[top]
 
 
-def _tune_search(index: USearch, queries, truth_keys):
+def _tune_search(index, queries, truth_keys):
     """(expansion_search, recall) on the search ladder (tuning.first_meeting)."""
     if not len(queries):  # under 10 items: nothing to hold out, and search is all but exact
         return SEARCH_LADDER[0], 1.0
@@ -166,7 +178,7 @@ def _tune_search(index: USearch, queries, truth_keys):
     return tuning.first_meeting(SEARCH_LADDER, search, truth_keys)
 
 
-def _save(folder, index: USearch, meta: dict) -> dict:
+def _save(folder, index, meta: dict) -> dict:
     def write(tmp):
         index.save(str(tmp / FILE))
         return [FILE]

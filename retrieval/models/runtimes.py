@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from retrieval.errors import DamagedArtefact, LookalikeError
-from retrieval.store.artefacts import check, record
+from retrieval.store.artefacts import check, check_seal, record, seal
 from retrieval.store.atomic import atomic_dir, write_json
 from retrieval.store.cache import cache_root, entry_dir, mark_used, read_meta
 from retrieval.store.fingerprint import digest
@@ -95,8 +95,8 @@ def openvino_runner(model: torch.nn.Module, input_size: tuple, fingerprint: str,
         network = _convert(ov, model, input_size)
         with atomic_dir(folder, "openvino") as tmp:
             ov.save_model(network, str(tmp / "model.xml"), compress_to_fp16=False)
-            write_json(tmp / "meta.json", {"fingerprint": fingerprint, "openvino": ov.__version__,
-                                           "files": record(tmp, IR_FILES)})
+            write_json(tmp / "meta.json", seal({"fingerprint": fingerprint, "openvino": ov.__version__,
+                                                "files": record(tmp, IR_FILES)}))
     compiled = core.compile_model(network, "CPU", {"INFERENCE_NUM_THREADS": torch.get_num_threads(),
                                                    "INFERENCE_PRECISION_HINT": precision})
     return OpenVinoRunner(compiled)
@@ -107,6 +107,7 @@ def _read_cached(core, folder):
         meta = read_meta(folder)
         if meta is None:
             return None
+        check_seal(folder / "meta.json", meta)
         check(folder, meta.get("files"), required=IR_FILES)
         return core.read_model(str(folder / "model.xml"))
     except (DamagedArtefact, RuntimeError, OSError) as e:

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
-from retrieval.data.catalogues import Catalogue
+from retrieval.data.catalogue import Catalogue
 from retrieval.embedding.run_dir import CURVES_FILE, AutoencoderArchitecture, RunConfig, load_state, read_run, save_run
 from retrieval.errors import LookalikeError
 from retrieval.store.atomic import atomic_path

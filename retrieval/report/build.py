@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from retrieval.data.catalogues import Catalogue
+from retrieval.data.catalogue import Catalogue
 from retrieval.errors import LookalikeError
 from retrieval.report import cost, maps, metrics, plots
 from retrieval.report.embeddings import (

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.data.catalogues import Catalogue
+from retrieval.data.catalogue import Catalogue
 from retrieval.extract.local import BATCH_SIZE
 from retrieval.index.annoy_index import AnnoyIndex
 from retrieval.report.embeddings import Embedding

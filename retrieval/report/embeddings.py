@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from retrieval.data.catalogues import Catalogue
+from retrieval.data.catalogue import Catalogue
 from retrieval.embedding.embedder import Embedder, create_embedder, load_head
 from retrieval.errors import LookalikeError
 from retrieval.extract.features import catalogue_features

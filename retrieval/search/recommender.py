@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.data.catalogues import Catalogue, load_catalogue
+from retrieval.data.catalogue import Catalogue
+from retrieval.data.catalogues import load_catalogue
 from retrieval.data.images import open_image
 from retrieval.embedding.embedder import Embedder, create_embedder
 from retrieval.errors import DamagedArtefact, LookalikeError
@@ -18,6 +19,7 @@ from retrieval.store.atomic import check_replaceable
 from retrieval.store.cache import cache_root, entry_dir, mark_used
 from retrieval.store.feature_store import FeatureStore
 from retrieval.store.fingerprint import digest
+from retrieval.store.locks import writing
 
 log = logging.getLogger(__name__)
 # in the name of cached index folders: a format change never meets an older entry
@@ -109,7 +111,8 @@ class Recommender:
             if progress is not None:
                 progress.start("building the index", len(rows), "items")
             meta = dict(expected, catalogue=self.catalogue.spec, embedding=self.embedder.name, rows=rows.tolist())
-            index = build_index(folder, embeddings, meta, self.index_backend)
+            with writing(self.cache_dir):
+                index = build_index(folder, embeddings, meta, self.index_backend)
         rows = index.meta.get("rows")
         if not isinstance(rows, list) or len(rows) != index.meta["n_items"]:
             raise DamagedArtefact(f"{folder}/meta.json: damaged (its rows don't match its {index.meta['n_items']} "

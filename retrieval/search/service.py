@@ -4,125 +4,26 @@ Catalogue, so a query costs one backbone pass. A catalogue that can't be
 served is kept with its reason instead of stopping the others. Answers are
 render-ready (answers.py): the page and the API show the same records."""
 
-import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from retrieval.data.catalogues import Catalogue, load_catalogue
+from retrieval.data.catalogues import load_catalogue
 from retrieval.data.images import open_image
-from retrieval.embedding.embedder import HeadRun, create_embedder, embedding_name, load_head
+from retrieval.embedding.embedder import load_head
 from retrieval.errors import LookalikeError
 from retrieval.models.backbones import Backbone, create_backbone, resolve_backbone
-from retrieval.progress import Progress
 from retrieval.search.answers import SIDES, Answer, Match, QueryItem, Side
 from retrieval.search.batching import QueryBatcher
-from retrieval.search.limits import MAX_K
-from retrieval.search.recommender import Recommender
-from retrieval.search.spaces import CatalogueConfig, finetune_command
+from retrieval.search.limits import MAX_K, shown, whole_number
+from retrieval.search.served import Served, no_head_note, unavailable
+from retrieval.search.spaces import CatalogueConfig
 from retrieval.search.thumbnails import Thumbnails
 from retrieval.store.cache import cache_root
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Served:
-    """One catalogue served with one backbone. Opening loads the catalogue and
-    the head (what the page needs); the backbone and the two recommenders
-    come with `build`, once the page is up: it comes up before torchvision
-    and timm are even imported."""
-
-    config: CatalogueConfig
-    backbone: str
-    catalogue: Catalogue | None = None  # None: unavailable from the start
-    head: HeadRun | None = None
-    pretrained: Recommender | None = None
-    finetuned: Recommender | None = None
-    finetuned_note: str = ""    # why there is no fine-tuned side, and how to make one
-    status: str = "building"    # building | ready | unavailable: reason
-    build_started: float | None = None  # time.monotonic() when its build began
-    progress: Progress = field(default_factory=Progress)
-
-    @property
-    def ready(self) -> bool:
-        return self.status == "ready"
-
-    @property
-    def head_to_train(self) -> bool:
-        """A head is configured in a RUN_DIR that does not exist yet."""
-        head = self.config.head
-        return self.head is None and bool(head) and not head.startswith("hub:") and not Path(head).exists()
-
-    def build(self, backbone: Backbone, cache_dir, trainer=None):
-        """Make both recommenders on the (shared) backbone; build or reuse the
-        cached features and both indexes. `trainer(recommender, run_dir,
-        progress)` makes a configured head that does not exist yet."""
-        self.build_started = time.monotonic()
-        self.pretrained = Recommender(self.catalogue, create_embedder(backbone), cache_dir).build(
-            progress=self.progress)
-        if trainer is not None and self.head_to_train:
-            try:
-                trainer(self.pretrained, self.config.head, self.progress)
-                self.head, self.finetuned_note = load_head(self.config.head), ""
-            except LookalikeError as e:
-                self.finetuned_note = _no_head(self.config, e)
-        if self.head is not None:
-            try:
-                self.finetuned = Recommender(self.catalogue, create_embedder(backbone, self.head), cache_dir).build()
-            except LookalikeError as e:
-                self.head, self.finetuned_note = None, _no_head(self.config, e)
-        for rec in (self.pretrained, self.finetuned):
-            if rec is not None:
-                rec.embedder.backbone.warm_up()
-        self.status = "ready"
-
-    def embed_queries(self, images) -> list:
-        """Validated query images -> per image {side: query embedding}, with
-        one backbone pass per distinct backbone and views (a head with
-        --unfreeze stages has its own backbone)."""
-        features, out = {}, [{} for _ in images]
-        for side in SIDES:
-            rec = getattr(self, side)
-            if rec is None:
-                continue
-            key = (id(rec.embedder.backbone), rec.embedder.views)
-            if key not in features:
-                features[key] = rec.embedder.features(images)
-            for query, embedding in zip(out, rec.embedder.embed_features(features[key])):
-                query[side] = embedding
-        return out
-
-    def status_record(self) -> dict:
-        """JSON-friendly status, for the UI and the /catalogues endpoint."""
-        return {"catalogue": self.config.name, "backbone": self.backbone,
-                "status": self.status.replace(self.config.spec, self.config.name),  # no server paths
-                "building_seconds": round(time.monotonic() - self.build_started)
-                if self.status == "building" and self.build_started else None,
-                "progress": self.progress.snapshot() if self.status == "building" and self.build_started else None,
-                "items": len(self.catalogue) if self.catalogue else None,
-                "pretrained": self.backbone if self.catalogue else None,
-                "finetuned": embedding_name(self.backbone, self.head) if self.head else None,
-                "finetuned_note": self.finetuned_note}
-
-    def validation(self) -> dict | None:
-        """The fine-tuning run's metrics.json and curves.png, when there are any."""
-        if self.head is None:
-            return None
-        run_dir = Path(self.head.run_dir)
-        try:
-            metrics = json.loads((run_dir / "metrics.json").read_text())
-        except (OSError, ValueError) as e:
-            return {"error": f"{run_dir.name}/metrics.json: {e}"}
-        curves = run_dir / "curves.png"
-        return {"metrics": metrics, "curves": str(curves) if curves.is_file() else None}
-
-
-def _no_head(config: CatalogueConfig, reason=None) -> str:
-    why = f"Fine-tuned head unavailable ({reason})." if reason else "No fine-tuned head yet."
-    return f"{why} Make one with `{finetune_command(config)}`"
 
 
 @dataclass
@@ -148,16 +49,16 @@ class Service:
         for config in configs:
             self.served.append(self._open(config))
         if not any(s.catalogue for s in self.served):
-            reasons = "; ".join(f"{s.config.name}: {s.status}" for s in self.served) or "none configured"
+            reasons = "; ".join(f"{s.config.name}: {s.state}" for s in self.served) or "none configured"
             raise LookalikeError(f"no catalogue could be loaded ({reasons})")
 
     def _open(self, config: CatalogueConfig) -> Served:
-        head, head_note = None, _no_head(config)
+        head, head_note = None, no_head_note(config)
         if config.head:
             try:
                 head, head_note = load_head(config.head), ""
             except LookalikeError as e:
-                head_note = _no_head(config, e)
+                head_note = no_head_note(config, e)
         name = config.backbone
         try:
             # as create_embedder: "auto" means the head's own backbone when there is a head
@@ -167,11 +68,11 @@ class Service:
             key = (config.spec, config.classes, config.per_class)
             if key not in self._catalogues:
                 self._catalogues[key] = load_catalogue(config.spec, config.classes, per_class=config.per_class)
-        except LookalikeError as e:
-            log.warning("catalogue %s unavailable: %s", config.name, e)
-            return Served(config, name, status=f"unavailable: {e}")
+        except Exception as e:  # any catalogue that can't be read is listed as unavailable, the others served
+            log.warning("catalogue %s unavailable: %s", config.name, e, exc_info=not isinstance(e, LookalikeError))
+            return Served(config, name, state=unavailable(config, e))
         if head is not None and head.backbone != name:
-            head, head_note = None, _no_head(config, f"it was trained on {head.backbone} features, not {name}")
+            head, head_note = None, no_head_note(config, f"it was trained on {head.backbone} features, not {name}")
         return Served(config, name, self._catalogues[key], head, finetuned_note=head_note)
 
     def _backbone(self, name: str) -> Backbone:
@@ -184,7 +85,7 @@ class Service:
         """Build every catalogue's indexes (at start-up, once the page is up);
         one that fails becomes unavailable with its reason."""
         for served in self.served:
-            if served.status != "building":
+            if not served.building:
                 continue
             log.info("catalogue %s (%s): building or reusing features and indexes", served.config.name,
                      served.backbone)
@@ -192,14 +93,14 @@ class Service:
                 served.build(self._backbone(served.backbone), self.cache_dir, self.trainer)
             except Exception as e:  # keep serving the others, say why
                 log.exception("catalogue %s failed to build", served.config.name)
-                served.status = f"unavailable: {type(e).__name__}: {e}"
+                served.state = unavailable(served.config, e)
             else:
                 log.info("catalogue %s (%s): ready, %d items indexed in %.1f s", served.config.name,
                          served.backbone, len(served.pretrained.rows), time.monotonic() - served.build_started)
 
     @property
     def building(self) -> bool:
-        return any(s.status == "building" for s in self.served)
+        return any(s.building for s in self.served)
 
     def names(self, loaded_only=False) -> list:
         """Catalogue names in manifest order (only those whose catalogue loaded)."""
@@ -213,8 +114,8 @@ class Service:
         matches = [s for s in self.served if s.config.name == catalogue
                    and (not backbone or s.backbone == backbone)]
         if not matches:
-            raise LookalikeError(f"unknown catalogue {catalogue!r}"
-                                 + (f" with backbone {backbone!r}" if backbone else "")
+            raise LookalikeError(f"unknown catalogue {shown(catalogue)}"
+                                 + (f" with backbone {shown(backbone)}" if backbone else "")
                                  + f"; served: {', '.join(self.names())}")
         return matches[0]
 
@@ -239,10 +140,8 @@ class Service:
         is then shown apart and left out of its own results."""
         served = self.get(catalogue, backbone)
         if not served.ready:
-            raise LookalikeError(f"catalogue {catalogue!r} is not ready ({served.status})")
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or k != int(k) or not 1 <= k <= MAX_K:
-            raise LookalikeError(f"k must be a whole number from 1 to {MAX_K}, not {k!r}")
-        cat, k = served.catalogue, int(k)
+            raise LookalikeError(f"catalogue {served.config.name!r} is not ready ({served.state})")
+        cat, k = served.catalogue, whole_number(k, "k", 1, MAX_K)
         query = None
         if query_row is not None:
             if not 0 <= query_row < len(cat):

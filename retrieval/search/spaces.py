@@ -70,11 +70,16 @@ def _beside(root: Path, value: str, must_exist: bool) -> str:
     return os.path.relpath(root / value)
 
 
-def finetune_command(config: CatalogueConfig) -> str:
+def finetune_command(config: CatalogueConfig, public=False) -> str:
     """How to make the missing fine-tuned head of a catalogue (into its
-    configured RUN_DIR, so the next start picks it up)."""
-    options = [("--catalogue", config.spec), ("--classes", config.classes), ("--per-class", config.per_class),
-               ("--backbone", None if config.backbone == "auto" else config.backbone)]
-    flags = " ".join(f"{flag} {shlex.quote(str(value))}" for flag, value in options if value is not None)
+    configured RUN_DIR, so the next start picks it up); `public`: with
+    placeholders for the catalogue's spec and the RUN_DIR, for a page or API
+    answer that must not show the server's paths."""
     output = config.head if config.head and not config.head.startswith("hub:") else f"runs/{config.name}"
-    return f"python -m finetune {flags} --output {shlex.quote(output)}"
+    backbone = None if config.backbone == "auto" else config.backbone
+    options = [("--catalogue", "CATALOGUE" if public else config.spec), ("--classes", config.classes),
+               ("--per-class", config.per_class), ("--backbone", backbone),
+               ("--output", "RUN_DIR" if public else output)]
+    flags = " ".join(f"{flag} {value if public else shlex.quote(str(value))}" for flag, value in options
+                     if value is not None)
+    return f"python -m finetune {flags}"

@@ -2,17 +2,25 @@
 results are shown: the page's galleries show the files, /recommend sends the
 same bytes as data URLs. Made from the validated decode (EXIF orientation
 applied, metadata dropped), so no catalogue file's EXIF (GPS, camera serial)
-ever reaches a client, and no query decodes a full-size catalogue image."""
+ever reaches a client, and no query decodes a full-size catalogue image.
+
+A thumbnail's file name carries the digest of its bytes (`ROW.DIGEST.jpg`),
+checked each time it is served: a damaged or replaced file (say, 25 bytes of
+`<script>`) is made again, never sent."""
 
 import base64
+import hashlib
 import io
 from pathlib import Path
 
-from retrieval.data.catalogues import Catalogue
+from retrieval.data.catalogue import Catalogue
 from retrieval.store.atomic import write_bytes
-from retrieval.store.cache import mark_used
+from retrieval.store.cache import mark_used, tag_root
+from retrieval.store.verify import named_problem
 
 THUMBNAIL = 256  # longest side, pixels
+DIGEST_CHARS = 16
+SUFFIXES = (".jpg", ".png")
 
 
 class Thumbnails:
@@ -20,21 +28,24 @@ class Thumbnails:
 
     def __init__(self, folder):
         self.folder = Path(folder)
-        self._marked = set()  # catalogue folders marked used by this process (once each: `prune`)
+        self._known = {}  # (catalogue fingerprint, row) -> its file, found or made by this process
 
     def path(self, catalogue: Catalogue, row: int) -> Path:
-        """The item's thumbnail file, made on first use (atomically)."""
-        stem = self.folder / catalogue.fingerprint / str(row)
-        if catalogue.fingerprint not in self._marked and stem.parent.is_dir():
-            mark_used(stem.parent)
-            self._marked.add(catalogue.fingerprint)
-        for suffix in (".jpg", ".png"):
-            if stem.with_suffix(suffix).is_file():
-                return stem.with_suffix(suffix)
-        data, suffix = encode(catalogue, row)
-        write_bytes(stem.with_suffix(suffix), data)
-        return stem.with_suffix(suffix)
-
+        """The item's thumbnail file, checked against its name; made (atomically) when missing or damaged."""
+        key = (catalogue.fingerprint, row)
+        folder = self.folder / catalogue.fingerprint
+        if not any(fp == catalogue.fingerprint for fp, _ in self._known) and folder.is_dir():
+            mark_used(folder)  # once per catalogue and process: `prune` keeps what is shown
+        path = self._known.get(key) or next(iter(sorted(folder.glob(f"{row}.*"))), None)
+        if path is None or path.suffix not in SUFFIXES or named_problem(path) is not None:
+            if path is not None:
+                path.unlink(missing_ok=True)
+            data, suffix = encode(catalogue, row)
+            tag_root(self.folder.parent)
+            path = folder / f"{row}.{_digest(data)}{suffix}"
+            write_bytes(path, data)
+        self._known[key] = path
+        return path
 
 
 def data_url(path: Path) -> str:
@@ -52,6 +63,10 @@ def encode(catalogue: Catalogue, row: int) -> tuple:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG" if photo else "PNG", **({"quality": 90} if photo else {}))
     return buffer.getvalue(), ".jpg" if photo else ".png"
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
 
 
 def _is_jpeg(source) -> bool:

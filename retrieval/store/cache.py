@@ -9,15 +9,42 @@ from pathlib import Path
 
 from platformdirs import user_cache_dir
 
-from retrieval.errors import DamagedArtefact
+from retrieval.errors import DamagedArtefact, LookalikeError
+
+TAG = "CACHEDIR.TAG"  # the standard cache-directory tag (bford.info/cachedir): backups skip it
+TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+            "# This file is a cache directory tag created by Lookalike (python -m retrieval).\n")
 
 
 def cache_root(explicit=None) -> Path:
-    root = explicit or os.environ.get("LOOKALIKE_CACHE") or user_cache_dir("lookalike")
-    return Path(root).expanduser()
+    """--cache-dir, else $LOOKALIKE_CACHE, else the user cache dir; a path
+    that names a file is refused."""
+    root = Path(explicit or os.environ.get("LOOKALIKE_CACHE") or user_cache_dir("lookalike")).expanduser()
+    if root.exists() and not root.is_dir():
+        raise LookalikeError(f"--cache-dir {root} is a file, not a folder; name a folder for the cache")
+    return root
+
+
+def tag_root(root):
+    """Mark `root` as a Lookalike cache (when it can be written)."""
+    path = Path(root) / TAG
+    if not path.is_file():
+        with contextlib.suppress(OSError):
+            Path(root).mkdir(parents=True, exist_ok=True)
+            path.write_text(TAG_TEXT)
+
+
+def check_root(root, command: str):
+    """LookalikeError unless `root` is a cache Lookalike wrote: commands that
+    delete (prune, verify --repair) delete nothing in any other folder."""
+    if not (Path(root) / TAG).is_file():
+        raise LookalikeError(f"{root} is not a Lookalike cache (no {TAG}): {command} removes nothing there. "
+                             "A cache gets its tag when a Lookalike command writes to it")
 
 
 def entry_dir(root, kind: str, fingerprint: str) -> Path:
+    """Where an entry lives; the root is tagged as a Lookalike cache as entries are made in it."""
+    tag_root(root)
     return Path(root) / kind / fingerprint
 
 

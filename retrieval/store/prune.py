@@ -21,17 +21,26 @@ import time
 from pathlib import Path
 
 from retrieval.store.artefacts import disk_bytes
-from retrieval.store.cache import entries
+from retrieval.store.cache import check_root, entries
+from retrieval.store.locks import ROOT_LOCK, exclusive
 from retrieval.store.verify import STORE_KINDS
 
 ENTRY_KINDS = ("indexes", "openvino", "thumbnails")  # pruned whole, by the entry folder's last use
 DAY = 86_400
+# Whatever was used in the last GRACE seconds is kept whatever DAYS says: a
+# command that just finished wrote it, and its next run would make it again.
+GRACE = 600
 
 
 def prune(cache_root: Path, unused_for_days: float, dry_run=False) -> list:
     """(path relative to the cache root, bytes) of everything removed (or, with
     `dry_run`, that would be), oldest use first."""
-    cutoff = time.time() - unused_for_days * DAY
+    check_root(cache_root, "prune")
+    with exclusive(cache_root, ROOT_LOCK, f"waiting for the Lookalike commands writing to {cache_root} to finish"):
+        return _prune(cache_root, time.time() - max(unused_for_days * DAY, GRACE), dry_run)
+
+
+def _prune(cache_root: Path, cutoff: float, dry_run: bool) -> list:
     stale = [entry for kind in ENTRY_KINDS for entry in entries(cache_root / kind, unfinished=True)
              if entry.stat().st_mtime < cutoff]
     emptied = []

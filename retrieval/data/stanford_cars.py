@@ -1,0 +1,44 @@
+"""The original Stanford Cars layout: `cars_train/*.jpg` with
+`devkit/cars_train_annos.mat` (file -> class) and `devkit/cars_meta.mat`
+(class names); class numbers are the devkit's ids 1-196."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.data.catalogue import Catalogue, make_dataset
+from retrieval.data.files import Skipped, hashed
+from retrieval.errors import LookalikeError
+from retrieval.store.fingerprint import digest
+
+log = logging.getLogger(__name__)
+
+
+def detect(path: Path) -> bool:
+    return (path / "cars_train").is_dir() and (path / "devkit" / "cars_meta.mat").is_file()
+
+
+def read(spec: str, root: Path) -> Catalogue:
+    from scipy.io import loadmat  # only this layout needs scipy
+
+    devkit = root / "devkit"
+    try:
+        meta = loadmat(devkit / "cars_meta.mat")
+        names = [str(np.ravel(n)[0]) for n in np.ravel(meta["class_names"])]
+        annos = np.ravel(loadmat(devkit / "cars_train_annos.mat")["annotations"])
+        records = [(str(np.ravel(r["fname"])[0]), int(np.ravel(r["class"])[0]) - 1) for r in annos]
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise LookalikeError(f"catalogue {spec!r}: its devkit .mat files can't be read ({type(e).__name__})") from e
+    present = [(root / "cars_train" / fname, label) for fname, label in records
+               if (root / "cars_train" / fname).is_file()]
+    if len(present) < len(records):
+        log.warning("catalogue %s: %d annotated files are missing from cars_train/", spec, len(records) - len(present))
+    skipped = Skipped()
+    images, keys = hashed([path for path, _ in present], skipped)
+    skipped.warn(spec)
+    label_of = dict(present)
+    labels, ids = [label_of[path] for path in images], [path.stem for path in images]
+    fp = digest("stanford-cars", keys, ids, names, labels)
+    return Catalogue(spec, make_dataset([str(p) for p in images], labels, ids, names), fp, first_class_number=1,
+                     item_keys=keys)

@@ -1,0 +1,59 @@
+"""Tables of images: parquet files (a file, or every `*.parquet` under a
+folder) and Hugging Face Hub datasets, mapped onto the schema from their
+image column and their label column."""
+
+from pathlib import Path
+
+import datasets
+
+from retrieval.data.catalogue import Catalogue, make_dataset
+from retrieval.errors import LookalikeError
+from retrieval.store.fingerprint import digest, files_digest
+
+LABEL_COLUMNS = ("label", "labels", "class", "fine_label")
+
+
+def detect(path: Path) -> bool:
+    return path.is_dir() and any(path.rglob("*.parquet"))
+
+
+def read(spec: str, path: Path) -> Catalogue:
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    try:
+        ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    except Exception as e:  # not parquet, truncated, unreadable: pyarrow and datasets raise many types
+        raise LookalikeError(f"catalogue {spec!r}: not a readable parquet file ({type(e).__name__}: "
+                             f"{' '.join(str(e).split())[:120]})") from e
+    return normalised(spec, ds, digest("parquet", files_digest(files)))
+
+
+def read_hub(spec: str, name: str, split: str) -> Catalogue:
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:  # offline, unknown repo, unknown split: all one message
+        raise LookalikeError(f"catalogue {spec!r}: could not load {name!r} split {split!r} "
+                             f"from the Hugging Face Hub ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from e
+    return normalised(spec, ds, digest("hub", name, split, ds._fingerprint))
+
+
+def normalised(spec: str, ds: datasets.Dataset, fingerprint: str) -> Catalogue:
+    """Map any dataset with an image and a label column onto the schema."""
+    image_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+    label_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.ClassLabel)), None)
+    if label_col is None:
+        label_col = next((c for c in LABEL_COLUMNS if c in ds.features), None)
+    if image_col is None or label_col is None:
+        raise LookalikeError(f"catalogue {spec!r}: needs an image column and a label column; "
+                             f"found {list(ds.features)[:20]}")
+    label_feature = ds.features[label_col]
+    if isinstance(label_feature, datasets.ClassLabel):
+        names = label_feature.names
+        labels = ds[label_col]
+    else:
+        values = ds[label_col]
+        names = sorted({str(v) for v in values}, key=lambda s: (len(s), s))
+        index = {n: i for i, n in enumerate(names)}
+        labels = [index[str(v)] for v in values]
+    ids = [str(v) for v in ds["id"]] if "id" in ds.features else [f"{i:06d}" for i in range(len(ds))]
+    images = ds.cast_column(image_col, datasets.Image(decode=False))[image_col]
+    return Catalogue(spec, make_dataset(images, labels, ids, names), fingerprint)

@@ -1,0 +1,28 @@
+"""The named API endpoints (gradio_client's `api_name`): the same answers the
+page shows, as JSON with thumbnails as data URLs."""
+
+import gradio as gr
+
+from retrieval.errors import LookalikeError
+from retrieval.search.service import Service
+from ui.edge import refused, uploaded
+
+
+def add_endpoints(service: Service):
+    """/recommend and /catalogues (inside the page's Blocks)."""
+    def recommend(image: gr.FileData, catalogue: str, k: int = 10, backbone: str = "") -> dict:
+        """Recommendations of both embeddings for an uploaded image: {catalogue, backbone, k, query,
+        pretrained: {embedding, results: [{rank, id, label, score, image (data URL), same_class}],
+        same_class, note}, finetuned: {...}} (the fine-tuned `note` says how to make a missing head)."""
+        try:
+            return service.recommend(uploaded(image), catalogue, k, backbone or None)
+        except LookalikeError as e:
+            raise refused(e) from e
+
+    def catalogues() -> list:
+        """Every configured catalogue with its status ("ready", "building",
+        "unavailable: reason") and its embeddings."""
+        return service.status()
+
+    gr.api(recommend, api_name="recommend")
+    gr.api(catalogues, api_name="catalogues")

@@ -1,0 +1,77 @@
+"""The whole page: a status line, the Search, Metrics and Report tabs, the API
+endpoints, and the queue that bounds the requests in flight."""
+
+import gradio as gr
+
+from retrieval.report.view import open_reports
+from retrieval.search.service import Service
+from ui import search_tab
+from ui.api import add_endpoints
+from ui.edge import GuardedBlocks, unknown_endpoint
+from ui.format import status_markdown
+from ui.sessions import SessionSweeper
+from ui.tabs import metrics_tab, place_query_function, report_tab
+
+# Uploads (and gradio's copies of result files) older than UPLOAD_MAX_AGE
+# seconds are deleted every UPLOAD_SWEEP seconds: a query is answered in well
+# under a second, so nothing a client still needs is lost, and the disk does
+# not fill with every image anyone ever searched with.
+UPLOAD_SWEEP, UPLOAD_MAX_AGE = 60, 300
+# Up to QUERY_CONCURRENCY requests run at once (in gradio's worker threads)
+# and hand their images to one batching worker (retrieval/search/batching.py);
+# more wait in a queue of at most QUEUE_SIZE, and past that a client is told
+# the server is busy instead of waiting minutes. Under 32 users (BENCHMARKS.md,
+# session 7) 8 served 1.10x the requests of 4 at 0.94x the CPU per request,
+# for ~100 MB more memory; 16 cost more CPU per request than 4 (session 5).
+QUERY_CONCURRENCY, QUEUE_SIZE = 8, 256
+# Result captions wrap instead of being cut off, and galleries grow to show
+# every result instead of scrolling with a half-hidden last row.
+CSS = """
+.results .caption-label { white-space: normal !important; max-width: 100% !important; line-height: 1.2; }
+"""
+
+
+def build_demo(service: Service, reports_dir="reports") -> gr.Blocks:
+    """The page for `service`; each catalogue's report is `reports_dir`/NAME."""
+    reports = open_reports(service.served, reports_dir)  # catalogue name -> ReportView or why not
+    private = {"api_visibility": "private"}
+    with GuardedBlocks(title="Lookalike", delete_cache=(UPLOAD_SWEEP, UPLOAD_MAX_AGE)) as demo:
+        sweeper = SessionSweeper(demo)
+        gr.Markdown("# Lookalike\nGive it a picture; it recommends the catalogue items that look most alike, "
+                    "with the pretrained and the fine-tuned embedding side by side.")
+        status = gr.Markdown(status_markdown(service.status()))
+        timer = gr.Timer(2, active=service.building)  # refreshes the status while indexes build
+        with gr.Tab("Search"):
+            tab = search_tab.layout(service, service.names(loaded_only=True)[0])
+        with gr.Tab("Metrics"):
+            metrics_tab(service)
+        with gr.Tab("Report"):
+            query_maps = report_tab(service, reports, reports_dir)
+        search_tab.wire(tab, service)
+        tab.shown.change(place_query_function(service, reports), [tab.catalogue, tab.item, tab.shown], query_maps,
+                         **private)
+
+        def refresh():
+            return status_markdown(service.status()), gr.Timer(active=service.building)
+
+        def page_loaded(request: gr.Request):
+            sweeper.page_loaded(request.session_hash)
+            return refresh()
+
+        demo.load(page_loaded, outputs=[status, timer], **private)
+        timer.tick(refresh, outputs=[status, timer], **private)
+        add_endpoints(service)
+    demo.queue(default_concurrency_limit=QUERY_CONCURRENCY, max_size=QUEUE_SIZE)
+    sweeper.start()
+    demo.sweeper = sweeper  # tests sweep by hand
+    return demo
+
+
+def launch_options(thumbnails_folder, max_file_size: int) -> dict:
+    """What `demo.launch` needs besides the address: the thumbnails' folder
+    may be served, uploads are capped at the size a query accepts, and an
+    unknown API name is a 404 (not gradio's 500 with a traceback)."""
+    from gradio.route_utils import FnIndexInferError
+
+    return {"allowed_paths": [str(thumbnails_folder)], "max_file_size": max_file_size, "css": CSS,
+            "app_kwargs": {"exception_handlers": {FnIndexInferError: unknown_endpoint}}}
