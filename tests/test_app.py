@@ -28,6 +28,7 @@ from finetune.train import TrainConfig, train_head
 from retrieval.data.images import MAX_BYTES
 from retrieval.errors import LookalikeError
 from retrieval.models.backbones import create_backbone
+from retrieval.search.query import Query
 from retrieval.search.recommender import Recommender
 from retrieval.search.service import Service
 from retrieval.search.spaces import CatalogueConfig, load_manifest
@@ -105,7 +106,7 @@ def test_recommend_returns_both_embeddings(served):
     for side in ("pretrained", "finetuned"):
         results = answer[side]["results"]
         assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
-        assert set(results[0]) == {"rank", "id", "label", "score", "image", "same_class"}
+        assert set(results[0]) == {"rank", "id", "label", "score", "image", "same_class", "metadata"}
         assert results[0]["id"] == "green/green2" and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
         assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
         assert all(r["label"] in COLOURS for r in results)
@@ -216,8 +217,7 @@ def test_catalogue_item_query_is_shown_apart_and_marks_its_class(served):
     is never counted as its own hit), results of its class are marked and
     counted, the page and the API render the same answer."""
     service = served["service"]
-    row = service.get("shop").catalogue.ids.index("cyan/cyan1")
-    answer = service.recommend(None, "shop", 6, query_row=row)
+    answer = service.similar("shop", "cyan/cyan1", 6)
     assert answer["query"]["id"] == "cyan/cyan1" and answer["query"]["label"] == "cyan"
     assert decode(answer["query"]["image"]).size == (64, 48)
     for side in ("pretrained", "finetuned"):
@@ -226,7 +226,7 @@ def test_catalogue_item_query_is_shown_apart_and_marks_its_class(served):
         assert "cyan/cyan1" not in [r["id"] for r in results]
         assert [r["same_class"] for r in results] == [r["label"] == "cyan" for r in results]
         assert answer[side]["same_class"] == sum(r["label"] == "cyan" for r in results) <= 3
-    shown = service.answer(None, "shop", 6, query_row=row).sides["pretrained"]
+    shown = service.answer(Query(items=["cyan/cyan1"], k=6), "shop").sides["pretrained"]
     assert ui_format.side_label("Pretrained", shown).endswith(f"{answer['pretrained']['same_class']}/6 share the "
                                                          "query's class")
     assert [ui_format.caption(m) for m in shown.results] == [
@@ -447,7 +447,7 @@ def test_a_missing_head_is_trained_by_the_build_with_progress(tmp_path):
     assert served.ready and served.finetuned is not None and (run_dir / "head.safetensors").is_file()
     assert seen[0] == "building the index"
     assert seen[1]["phase"] == "fine-tuning a head" and seen[1]["unit"] == "epochs" and seen[1]["done"] >= 1
-    answer = service.recommend(None, "shop", 3, query_row=0)
+    answer = service.similar("shop", service.item_id("shop", 0), 3)
     assert answer["finetuned"]["embedding"] == "tiny_test + shop" and len(answer["finetuned"]["results"]) == 3
 
     progress = Progress()

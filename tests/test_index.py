@@ -181,7 +181,7 @@ def test_damaged_index_is_refused_with_one_clear_line(ix, damage):
 
 
 def test_an_undamaged_copy_opens_and_no_index_is_none(ix, tmp_path):
-    assert open_index(ix, EXPECTED).meta["files"].keys() == {"index.ann", "embeddings.npy"}
+    assert open_index(ix, EXPECTED).meta["files"].keys() == {"index.ann", "embeddings.npy", "keys.npy"}
     assert open_index(tmp_path / "none", EXPECTED) is None
 
 

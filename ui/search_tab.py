@@ -7,6 +7,7 @@ import gradio as gr
 
 from retrieval.errors import LookalikeError
 from retrieval.search.limits import MAX_K
+from retrieval.search.query import Query
 from retrieval.search.service import Service
 from ui.edge import refused, uploaded
 from ui.format import SIDE_TITLES, caption, side_label
@@ -75,8 +76,10 @@ def search_function(service: Service):
         if image is None and query_row is None:
             return gr.Gallery(value=None), gr.Gallery(value=None), "", {}
         try:
-            source = None if query_row is not None else uploaded(image)
-            answer = service.answer(source, catalogue, k, backbone or None, query_row)
+            query = Query(items=[service.item_id(catalogue, query_row)]) if query_row is not None \
+                else Query(images=[uploaded(image)])
+            query.k = k
+            answer = service.answer(query, catalogue, backbone or None)
         except LookalikeError as e:
             raise refused(e) from e
         outputs, shown = [], {"catalogue": catalogue}

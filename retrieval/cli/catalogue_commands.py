@@ -1,10 +1,13 @@
-"""`index`, `search`, `evaluate`: one catalogue through one embedding."""
+"""`index`, `search`, `recommend`, `evaluate`: one catalogue through one embedding."""
 
 import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from retrieval.cli import options
+from retrieval.search.every_item import SUFFIXES
 from retrieval.search.limits import MAX_K
 
 
@@ -14,18 +17,36 @@ def add_parsers(sub) -> dict:
     p.add_argument("--index", help="index folder (default: in the cache, named by fingerprint)")
     p.add_argument("--rebuild", action="store_true", help="rebuild the index even if one matches")
 
-    p = sub.add_parser("search", help="recommend catalogue items that look like an image")
+    p = sub.add_parser("search", help="recommend catalogue items that look like an image or a catalogue item")
     _common(p)
-    p.add_argument("--image", required=True, help="query image file")
+    p.add_argument("--image", action="append", default=[], metavar="FILE", help="query image file")
+    p.add_argument("--item", action="append", default=[], metavar="ID",
+                   help="a catalogue item as the query: its stored embedding, no backbone pass; it is left out "
+                        "of its own results")
     p.add_argument("--k", type=int, default=5, help=f"number of results, 1 to {MAX_K} (default 5)")
+    _where(p)
     p.add_argument("--exact", action="store_true", help="exact brute-force search instead of the index")
     p.add_argument("--index", help="index folder built by `index --index` (refused if built for other data)")
-    p.add_argument("--json", action="store_true", help="print a JSON list of {rank, id, label, score}")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON list of {rank, id, label, score, metadata}")
+
+    p = sub.add_parser("recommend", help="every catalogue item's top k lookalikes, written to one file")
+    _common(p)
+    p.add_argument("--k", type=int, default=10, help=f"results per item, 1 to {MAX_K} (default 10)")
+    _where(p)
+    p.add_argument("--output", required=True, metavar="FILE", help="FILE.parquet, FILE.csv or FILE.jsonl "
+                   "(columns query_id, rank, id, score, label)")
+    p.add_argument("--overwrite", action="store_true", help="replace FILE when it exists")
 
     p = sub.add_parser("evaluate", help="retrieval metrics: each image queries all the others")
     _common(p)
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the metrics to this JSON file")
-    return {"index": cmd_index, "search": cmd_search, "evaluate": cmd_evaluate}
+    return {"index": cmd_index, "search": cmd_search, "recommend": cmd_recommend, "evaluate": cmd_evaluate}
+
+
+def _where(p):
+    p.add_argument("--where", metavar="EXPR", help='keep items whose metadata match, e.g. \'make != query.make and '
+                   'price <= 30000\' (query.FIELD: the query item\'s own value); see the README')
 
 
 def _common(p):
@@ -45,11 +66,19 @@ def check(parser, args):
         parser.error("--ray-gpus-per-worker must not be negative")
     if args.command == "evaluate" and args.json_out and Path(args.json_out).is_dir():
         parser.error(f"--json {args.json_out} is a folder; name a file to write the metrics to")
+    if args.command in ("search", "recommend") and not 1 <= args.k <= MAX_K:
+        parser.error(f"--k must be from 1 to {MAX_K}, not {args.k}")
     if args.command == "search":
-        if not 1 <= args.k <= MAX_K:
-            parser.error(f"--k must be from 1 to {MAX_K}, not {args.k}")
-        if not Path(args.image).is_file():
-            parser.error(f"--image {args.image}: no such file")
+        if not args.image and not args.item:
+            parser.error("search needs a query: --image FILE or --item ID")
+        for image in args.image:
+            if not Path(image).is_file():
+                parser.error(f"--image {image}: no such file")
+    if args.command == "recommend":
+        if Path(args.output).suffix not in SUFFIXES:
+            parser.error(f"--output must end in {', '.join(SUFFIXES)}")
+        if Path(args.output).exists() and not args.overwrite:
+            parser.error(f"--output {args.output} exists; pass --overwrite to replace it")
 
 
 def recommender(args):
@@ -60,7 +89,7 @@ def recommender(args):
     return Recommender.open(args.catalogue, backbone=args.backbone, head=args.head, classes=args.classes,
                             per_class=args.per_class, cache_dir=args.cache_dir, device=args.device,
                             index_dir=getattr(args, "index", None), runtime=args.runtime,
-                            index_backend=args.index_backend,
+                            index_backend=args.index_backend, label_column=args.label_column,
                             engine=make_engine(args.engine, args.ray_address, args.ray_workers,
                                                args.ray_gpus_per_worker))
 
@@ -74,13 +103,41 @@ def cmd_index(args, out) -> int:
 
 
 def cmd_search(args, out) -> int:
-    results = recommender(args).build().search(args.image, k=args.k, exact=args.exact)
+    from retrieval.data.images import open_image
+    from retrieval.search.query import combine
+    from retrieval.search.where import parse_where
+
+    rec = recommender(args).build()
+    where = parse_where(args.where, rec.catalogue.metadata_fields) if args.where else None
+    liked = [rec.catalogue.row(item) for item in args.item]
+    vectors = [rec.item_embedding(row) for row in liked]
+    if args.image:
+        vectors += list(rec.embedder.embed([open_image(image) for image in args.image]))
+    results = rec.search_embedding(combine(np.asarray(vectors)), args.k, args.exact, exclude_rows=liked,
+                                   where=where, query_row=liked[0] if liked else None)
     if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2), file=out)
+        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False), file=out)
+    elif not results:
+        print("no results (no item matches --where)", file=out)
     else:
         width = max(len(r.id) for r in results)
         for r in results:
-            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:6.3f}  {r.label}", file=out)
+            shown = "  ".join(f"{k}={v}" for k, v in r.metadata.items())
+            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:6.3f}  {r.label or ''}  {shown}".rstrip(), file=out)
+    return 0
+
+
+def cmd_recommend(args, out) -> int:
+    from retrieval.search.every_item import recommend_all, write_table
+    from retrieval.search.where import parse_where
+
+    started = time.perf_counter()
+    rec = recommender(args).build()
+    where = parse_where(args.where, rec.catalogue.metadata_fields) if args.where else None
+    table = recommend_all(rec, args.k, where)
+    write_table(table, args.output)
+    print(f"recommend: {table.num_rows:,} results for {int(rec.indexed.sum()):,} items in "
+          f"{time.perf_counter() - started:.1f}s -> {args.output}", file=out)
     return 0
 
 

@@ -6,7 +6,8 @@ import argparse
 from retrieval.index.backends import CHOICES as INDEX_BACKENDS
 from retrieval.models.backbones import available_backbones
 
-CATALOGUE_HELP = "DIR, FILE.parquet, fashion-mnist[:SPLIT] or hub:OWNER/NAME[:SPLIT]"
+CATALOGUE_HELP = ("DIR (class folders or a flat folder), FILE.csv|.jsonl|.parquet (a manifest), "
+                  "fashion-mnist[:SPLIT] or hub:OWNER/NAME[:SPLIT]")
 
 
 def add_catalogue(p: argparse.ArgumentParser, default=None, classes_help="keep these classes, source numbering, "
@@ -15,6 +16,7 @@ def add_catalogue(p: argparse.ArgumentParser, default=None, classes_help="keep t
                    help=CATALOGUE_HELP + (f" (default {default})" if default else ""))
     p.add_argument("--classes", help=classes_help)
     p.add_argument("--per-class", type=int, metavar="N", help="keep the first N images of each class")
+    p.add_argument("--label-column", metavar="NAME", help="a manifest's class column (default: `label`, if any)")
 
 
 def add_cache_dir(p: argparse.ArgumentParser, help="cache root (default $LOOKALIKE_CACHE or the user cache dir)"):

@@ -4,11 +4,13 @@ through one reader per source (as timm keeps one builder per model):
 - `hub:OWNER/NAME[:SPLIT]`  Hugging Face Hub dataset (default split `train`)
 - `fashion-mnist[:SPLIT]`   Debian's dataset-fashion-mnist if installed, else the Hub copy
                             (split `test` (10k, default), `train` (60k) or `all`)
-- `DIR[:SPLIT]` or a `.parquet` file, with the layout detected:
+- `FILE.csv|.jsonl|.parquet`: a manifest, one item per row (manifest.py); a
+  parquet file whose image column is a datasets Image is read as a table
+- `DIR[:SPLIT]`, with the layout detected:
     * Stanford Cars original (`cars_train/`, `devkit/cars_train_annos.mat`, `devkit/cars_meta.mat`)
     * Fashion-MNIST idx files (`*-ubyte.gz`)
     * parquet files (`*.parquet`, with an image column and a label column)
-    * class folders (`DIR/<class name>/*.jpg|png|...`)
+    * folders of images: flat (`DIR/*.jpg`, no classes) or class folders (`DIR/<class name>/*.jpg|png|...`)
 
 A path that exists is always read as that path: `/data/cat:v2` is the folder
 `cat:v2` when there is one, and `/data/cat` split `v2` only when there isn't.
@@ -18,11 +20,12 @@ Class numbers (`classes="1-49,60"`) follow the source's own numbering
 import re
 from pathlib import Path
 
-from retrieval.data import class_folders, idx_files, stanford_cars, tables
+from retrieval.data import idx_files, image_folders, manifest, stanford_cars, tables
 from retrieval.data.catalogue import Catalogue
 from retrieval.data.files import printable
 from retrieval.data.subsets import first_per_class, select_classes
 from retrieval.errors import LookalikeError
+from retrieval.store.cache import cache_root
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HUB = "zalando-datasets/fashion_mnist"
@@ -30,18 +33,21 @@ FASHION_MNIST_HUB = "zalando-datasets/fashion_mnist"
 LAYOUTS = (("Stanford Cars (cars_train/ + devkit/)", stanford_cars),
            ("Fashion-MNIST *-ubyte.gz files", idx_files),
            ("parquet files", tables),
-           ("class folders (DIR/<class>/*.jpg)", class_folders))
+           ("folders of images (DIR/*.jpg, or class folders DIR/<class>/*.jpg)", image_folders))
 MAX_SPEC = 4096
 
 
-def load_catalogue(spec: str, classes: str | None = None, per_class: int | None = None) -> Catalogue:
+def load_catalogue(spec: str, classes: str | None = None, per_class: int | None = None,
+                   label_column: str | None = None, cache_dir=None) -> Catalogue:
     """Load a catalogue from its spec, optionally keeping only some classes
-    and at most `per_class` images of each (small demo catalogues)."""
+    and at most `per_class` images of each (small demo catalogues);
+    `label_column`: a manifest's class column; `cache_dir`: where a
+    manifest's image URLs are fetched to."""
     spec = spec.strip()
     if not spec or len(spec) > MAX_SPEC:
         raise LookalikeError("the catalogue spec is empty" if not spec else
                              f"the catalogue spec is {len(spec):,} characters long: not a catalogue")
-    catalogue = _read(spec)
+    catalogue = _read(spec, label_column, cache_dir)
     if classes:
         catalogue = select_classes(catalogue, classes)
     if per_class is not None:
@@ -52,7 +58,7 @@ def load_catalogue(spec: str, classes: str | None = None, per_class: int | None 
     return catalogue
 
 
-def _read(spec: str) -> Catalogue:
+def _read(spec: str, label_column=None, cache_dir=None) -> Catalogue:
     if spec.startswith("hub:"):
         name, split = _split_suffix(spec[4:], default="train")
         return tables.read_hub(spec, name, split)
@@ -69,6 +75,10 @@ def _read(spec: str) -> Catalogue:
         raise LookalikeError(f"catalogue {printable(spec)!r}: no such folder or file. Expected a folder, a .parquet "
                              "file, 'fashion-mnist' or 'hub:OWNER/NAME[:SPLIT]'")
     try:
+        if manifest.detect(path) and not (path.suffix == ".parquet" and tables.has_image_feature(path)):
+            return manifest.read(spec, path, label_column, cache_root(cache_dir) / "downloads")
+        if label_column:
+            raise LookalikeError(f"--label-column is for CSV, JSONL and parquet manifests, not {printable(spec)!r}")
         return _read_path(spec, path, split)
     except (OSError, RecursionError) as e:  # a folder the readers could not walk
         raise LookalikeError(f"catalogue {printable(spec)!r}: could not be read "
@@ -83,7 +93,7 @@ def _read_path(spec: str, path: Path, split) -> Catalogue:
             if layout.detect(path):
                 return layout.read(spec, path, split) if layout is idx_files else layout.read(spec, path)
     raise LookalikeError(f"catalogue {printable(spec)!r}: layout not recognised. Expected "
-                         + ", ".join(name for name, _ in LAYOUTS))
+                         + ", ".join(name for name, _ in LAYOUTS) + ", or a CSV, JSONL or parquet manifest")
 
 
 def _split_suffix(text: str, default):

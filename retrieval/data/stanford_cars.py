@@ -40,5 +40,28 @@ def read(spec: str, root: Path) -> Catalogue:
     label_of = dict(present)
     labels, ids = [label_of[path] for path in images], [path.stem for path in images]
     fp = digest("stanford-cars", keys, ids, names, labels)
-    return Catalogue(spec, make_dataset([str(p) for p in images], labels, ids, names), fp, first_class_number=1,
-                     item_keys=keys)
+    return Catalogue(spec, make_dataset([str(p) for p in images], labels, ids, names, car_metadata(names, labels)),
+                     fp, first_class_number=1, item_keys=keys)
+
+
+def car_metadata(names: list, labels: list) -> dict:
+    """make, body style and year of each item, parsed from its class name
+    ("Audi TTS Coupe 2012" -> Audi, Coupe, 2012)."""
+    parsed = [parse_class_name(name) for name in names]
+    return {field: (kind, [parsed[label][i] for label in labels])
+            for i, (field, kind) in enumerate((("make", "string"), ("body", "string"), ("year", "integer")))}
+
+
+MULTI_WORD_MAKES = ("AM General", "Aston Martin", "Land Rover")
+# the body style word before the year, as the class names spell it -> the style
+BODIES = {"Sedan": "Sedan", "SUV": "SUV", "Coupe": "Coupe", "Convertible": "Convertible", "Hatchback": "Hatchback",
+          "Wagon": "Wagon", "Minivan": "Minivan", "Van": "Van", "Cab": "Pickup", "SuperCab": "Pickup"}
+
+
+def parse_class_name(name: str) -> tuple:
+    """(make, body, year) of a Stanford Cars class name; body "Other" where
+    the name gives none ("Chevrolet Corvette ZR1 2012")."""
+    words = name.split()
+    make = next((m for m in MULTI_WORD_MAKES if name.startswith(m + " ")), words[0])
+    year = int(words[-1]) if words[-1].isdigit() else None
+    return make, BODIES.get(words[-2], "Other") if len(words) > 2 else "Other", year

@@ -26,14 +26,16 @@ MIN_TREES, START_TREES_CAP, MAX_TREES = 10, 100, 400
 
 
 class AnnoyIndex(Index):
-    """Keys are positions 0..n-1 (Annoy allocates up to the largest key)."""
+    """Annoy's own item ids are positions (it allocates up to the largest
+    id); keys.npy maps them to the index's keys."""
 
     backend = "annoy"
-    files = ("index.ann", "embeddings.npy")
+    files = ("index.ann", "embeddings.npy", "keys.npy")
     settings = {"n_trees": int, "search_k": int, "recall_at_10": (int, float)}
 
     def _load(self):
         self.embeddings = load_vectors(self.folder, self.meta)  # for exact search and k beyond the trees
+        self.keys = load_keys(self.folder, self.meta)
         self.annoy = Annoy(self.meta["dim"], "angular")
         try:
             self.annoy.load(str(self.folder / "index.ann"))  # memory-mapped, once checked
@@ -50,19 +52,25 @@ class AnnoyIndex(Index):
         than visiting them all."""
         queries = np.atleast_2d(queries)
         if exact or k >= len(self):
-            return padded(*top_k(self.embeddings, queries, k), k)
+            positions, scores = top_k(self.embeddings, queries, k)
+            return padded(self.keys[positions], scores, k)
         found = [self.annoy.get_nns_by_vector(q.tolist(), k, search_k=self.meta["search_k"], include_distances=True)
                  for q in queries]
-        return padded([rows for rows, _ in found],
+        return padded([self.keys[np.asarray(rows, dtype=np.int64)] for rows, _ in found],
                       [1.0 - np.asarray(dist, dtype=np.float32) ** 2 / 2.0 for _, dist in found], k)
+
+    def has(self, keys) -> np.ndarray:
+        return np.isin(np.asarray(keys, dtype=np.int64), self.keys)
+
+    def vectors(self, keys) -> np.ndarray:
+        return np.asarray(self.embeddings[positions_of(self.keys, keys)])
 
     @classmethod
     def build(cls, folder, vectors, meta, keys=None, seed=0) -> "AnnoyIndex":
         """Build, tune (n_trees, search_k) to the recall target, save atomically."""
         vectors = l2_normalise(vectors)
         n, dim = vectors.shape
-        if keys is not None and not np.array_equal(keys_of(keys, n), np.arange(n)):
-            raise ValueError("an Annoy index's keys are its items' positions")
+        keys = keys_of(np.arange(n) if keys is None else keys, n)
         started = time.perf_counter()
         n_trees = max(MIN_TREES, min(START_TREES_CAP, int(np.sqrt(n))))
         while True:
@@ -80,6 +88,7 @@ class AnnoyIndex(Index):
         def write(tmp):
             annoy.save(str(tmp / "index.ann"))
             np.save(tmp / "embeddings.npy", vectors)
+            np.save(tmp / "keys.npy", keys)
             return cls.files
 
         return cls(folder, save(folder, meta, write))
@@ -115,6 +124,30 @@ def tune_search_k(annoy: Annoy, vectors: np.ndarray, n_trees: int, seed=0):
         return found
 
     return tuning.first_meeting(ladder, search, truth)
+
+
+def load_keys(folder, meta: dict) -> np.ndarray:
+    """keys.npy: one int64 key per indexed vector, as meta.json counts them."""
+    path = folder / "keys.npy"
+    try:
+        keys = np.load(path)
+    except (OSError, ValueError) as e:
+        raise DamagedArtefact(f"{path}: damaged ({e})") from e
+    if keys.shape != (meta["n_items"],) or keys.dtype != np.int64:
+        raise DamagedArtefact(f"{path}: damaged (holds {keys.shape} {keys.dtype}, meta.json records "
+                              f"{meta['n_items']} int64)")
+    return keys
+
+
+def positions_of(stored: np.ndarray, keys) -> np.ndarray:
+    """Where each of `keys` is in `stored` (KeyError for one that isn't)."""
+    keys = np.atleast_1d(np.asarray(keys, dtype=np.int64))
+    order = np.argsort(stored, kind="stable")
+    at = np.searchsorted(stored, keys, sorter=order).clip(0, max(len(stored) - 1, 0))
+    positions = order[at] if len(stored) else at
+    if len(keys) and (not len(stored) or (stored[positions] != keys).any()):
+        raise KeyError(f"keys not in the index: {keys[stored[positions] != keys][:5].tolist()}")
+    return positions
 
 
 def load_vectors(folder, meta: dict) -> np.ndarray:

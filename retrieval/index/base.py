@@ -58,6 +58,15 @@ class Index(ABC):
         past the items there are, keys are -1 and scores NaN. `exact`:
         exact search among the indexed vectors."""
 
+    @abstractmethod
+    def has(self, keys) -> np.ndarray:
+        """Whether each of `keys` is in the index (bool array)."""
+
+    @abstractmethod
+    def vectors(self, keys) -> np.ndarray:
+        """The stored (normalised) vectors of `keys`, (m, dim): an item query
+        needs no backbone pass; KeyError for a key not in the index."""
+
     def add(self, vectors: np.ndarray, keys):
         raise LookalikeError(f"a {self.backend} index is rebuilt, not changed in place")
 

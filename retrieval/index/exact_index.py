@@ -5,7 +5,7 @@ and for checking the approximate backends; changed in place like USearch."""
 import numpy as np
 
 from retrieval.errors import LookalikeError
-from retrieval.index.annoy_index import load_vectors
+from retrieval.index.annoy_index import load_keys, load_vectors, positions_of
 from retrieval.index.base import Index, keys_of, padded, save
 from retrieval.vectors import l2_normalise, top_k
 
@@ -19,9 +19,7 @@ class ExactIndex(Index):
 
     def _load(self):
         self.embeddings = load_vectors(self.folder, self.meta)
-        self.keys = np.load(self.folder / "keys.npy")
-        if self.keys.shape != (len(self),):
-            raise LookalikeError(f"{self.folder / 'keys.npy'}: damaged (holds {self.keys.shape} keys)")
+        self.keys = load_keys(self.folder, self.meta)
 
     def summary(self) -> str:
         return "exact search"
@@ -29,6 +27,12 @@ class ExactIndex(Index):
     def search(self, queries, k, exact=True):
         rows, scores = top_k(self.embeddings, np.atleast_2d(queries), k)
         return padded(self.keys[rows], scores, k)
+
+    def has(self, keys) -> np.ndarray:
+        return np.isin(np.asarray(keys, dtype=np.int64), self.keys)
+
+    def vectors(self, keys) -> np.ndarray:
+        return np.asarray(self.embeddings[positions_of(self.keys, keys)])
 
     def add(self, vectors, keys):
         keys = keys_of(keys, len(np.atleast_2d(vectors)))

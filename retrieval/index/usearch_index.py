@@ -73,6 +73,16 @@ class UsearchIndex(Index):
         scores[:, :keys.shape[1]] = np.where(found, 1.0 - distances, np.nan)
         return rows, scores
 
+    def has(self, keys) -> np.ndarray:
+        return np.asarray(self.usearch.contains(keys_of(keys).astype(np.uint64)), dtype=bool)
+
+    def vectors(self, keys) -> np.ndarray:
+        keys = keys_of(keys).astype(np.uint64)
+        found = np.asarray(self.usearch.contains(keys), dtype=bool)
+        if not found.all():
+            raise KeyError(f"keys not in the index: {keys[~found][:5].tolist()}")
+        return np.atleast_2d(np.asarray(self.usearch.get(keys), dtype=np.float32))
+
     def add(self, vectors, keys):
         """Add items (normalised here) under new keys, and save."""
         vectors = l2_normalise(np.atleast_2d(vectors))

@@ -16,15 +16,16 @@ class Match:
 
     rank: int
     id: str
-    label: str
+    label: str | None           # None in a catalogue without classes
     score: float
     row: int                    # catalogue row (a clicked result becomes the next query)
     thumbnail: Path
     same_class: bool | None     # None when the query's class is unknown (an upload)
+    metadata: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "id": self.id, "label": self.label, "score": self.score,
-                "image": data_url(self.thumbnail), "same_class": self.same_class}
+                "image": data_url(self.thumbnail), "same_class": self.same_class, "metadata": self.metadata}
 
 
 @dataclass
@@ -52,8 +53,9 @@ class QueryItem:
     """A catalogue item used as the query: shown apart, left out of its results."""
 
     id: str
-    label: str
+    label: str | None
     thumbnail: Path
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -67,6 +69,7 @@ class Answer:
     def to_dict(self) -> dict:
         """The /recommend JSON: thumbnails as data URLs."""
         query = None if self.query is None else {"id": self.query.id, "label": self.query.label,
-                                                 "image": data_url(self.query.thumbnail)}
+                                                 "image": data_url(self.query.thumbnail),
+                                                 "metadata": self.query.metadata}
         return {"catalogue": self.catalogue, "backbone": self.backbone, "k": self.k, "query": query,
                 **{side: self.sides[side].to_dict() for side in SIDES}}

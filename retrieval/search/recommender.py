@@ -2,7 +2,8 @@
 queries for one catalogue and one Embedder."""
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from retrieval.errors import DamagedArtefact, LookalikeError
 from retrieval.extract.features import catalogue_features, catalogue_features_fingerprint
 from retrieval.index.backends import build_index, choose_backend, open_index
 from retrieval.index.base import KIND, LEGACY
+from retrieval.search.filtered import search_allowed
 from retrieval.store.atomic import check_replaceable
 from retrieval.store.cache import cache_root, entry_dir, mark_used
 from retrieval.store.feature_store import FeatureStore
@@ -23,7 +25,13 @@ from retrieval.store.locks import writing
 
 log = logging.getLogger(__name__)
 # in the name of cached index folders: a format change never meets an older entry
-INDEX_FORMAT = 2
+INDEX_FORMAT = 3
+
+
+def item_key(content_key: str) -> int:
+    """An index key from an item's content key (60 of its bits): identical
+    images share one vector, and a grown catalogue keeps its items' keys."""
+    return int(content_key[:15], 16)
 
 
 @dataclass
@@ -32,9 +40,10 @@ class Result:
 
     rank: int
     id: str
-    label: str
+    label: str | None           # class name; None in a catalogue without classes
     score: float
-    row: int  # catalogue row, to fetch the image
+    row: int                    # catalogue row, to fetch the image
+    metadata: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -48,21 +57,21 @@ class Recommender:
     def __init__(self, catalogue: Catalogue, embedder: Embedder, cache_dir=None, index_dir=None, engine=None,
                  index_backend="auto"):
         """`engine` extracts features the store lacks (extract.engines.make_engine;
-        default: this process); `index_backend`: auto, annoy or usearch
-        (index_backends.py)."""
+        default: this process); `index_backend`: auto, annoy, usearch or exact
+        (index/backends.py)."""
         self.catalogue, self.embedder, self.engine = catalogue, embedder, engine
         self.index_backend = choose_backend(index_backend, len(catalogue))
         self.cache_dir = cache_root(cache_dir)
         self.index_dir = Path(index_dir) if index_dir else None
         self.index = None
-        self.rows = None  # catalogue rows the index covers (decodable images)
+        self.row_keys = np.array([item_key(key) for key in catalogue.keys], dtype=np.int64)  # index key per row
 
     @classmethod
     def open(cls, catalogue, backbone="auto", head=None, classes=None, per_class=None, cache_dir=None,
-             device="auto", index_dir=None, runtime=None, engine=None, index_backend="auto"):
+             device="auto", index_dir=None, runtime=None, engine=None, index_backend="auto", label_column=None):
         """From specs (or a loaded Catalogue), through `create_embedder`."""
         if not isinstance(catalogue, Catalogue):
-            catalogue = load_catalogue(catalogue, classes, per_class)
+            catalogue = load_catalogue(catalogue, classes, per_class, label_column, cache_dir)
         return cls(catalogue, create_embedder(backbone, head, device, runtime, cache_dir), cache_dir, index_dir, engine,
                    index_backend)
 
@@ -108,16 +117,14 @@ class Recommender:
         if index is None:
             check_replaceable(folder, KIND, "--index", LEGACY)  # before the slow part
             embeddings, rows = self.catalogue_embeddings(progress)
+            keys, first = np.unique(self.row_keys[rows], return_index=True)  # identical images: one vector
             if progress is not None:
-                progress.start("building the index", len(rows), "items")
-            meta = dict(expected, catalogue=self.catalogue.spec, embedding=self.embedder.name, rows=rows.tolist())
+                progress.start("building the index", len(keys), "items")
+            meta = dict(expected, catalogue=self.catalogue.spec, embedding=self.embedder.name)
             with writing(self.cache_dir):
-                index = build_index(folder, embeddings, meta, self.index_backend)
-        rows = index.meta.get("rows")
-        if not isinstance(rows, list) or len(rows) != index.meta["n_items"]:
-            raise DamagedArtefact(f"{folder}/meta.json: damaged (its rows don't match its {index.meta['n_items']} "
-                                  "items); rebuild it with `python -m retrieval index --rebuild`")
-        self.index, self.rows = index, np.asarray(rows)
+                index = build_index(folder, embeddings[first], meta, self.index_backend, keys=keys)
+        self.index = index
+        self.indexed = self.index.has(self.row_keys)  # rows whose image is in the index (decodable ones)
         return self
 
     def _mark_used(self, folder: Path):
@@ -127,23 +134,79 @@ class Recommender:
         mark_used(folder)
         FeatureStore.for_embedder(self.cache_dir, "features", self.embedder).mark_used(self.catalogue.keys)
 
-    def search(self, image, k=5, exact=False) -> list:
-        """Top-k results for one query image (path, bytes or PIL), validated."""
-        return self.search_embedding(self.embedder.embed([open_image(image)])[0], k, exact)
+    @cached_property
+    def rows_of_key(self) -> dict:
+        """{index key: catalogue rows with that image}, in catalogue order."""
+        rows = {}
+        for row, key in enumerate(self.row_keys.tolist()):
+            rows.setdefault(key, []).append(row)
+        return rows
 
-    def search_embedding(self, query: np.ndarray, k=5, exact=False, exclude_row=None) -> list:
-        """Top-k results for one query embedding; `exclude_row` leaves a
-        catalogue item used as the query out of its own results."""
+    def item_embedding(self, row: int) -> np.ndarray:
+        """A catalogue item's stored embedding: no backbone pass."""
+        if self.index is None:
+            self.build()
+        if not self.indexed[row]:
+            raise LookalikeError(f"item {self.catalogue.ids[row]!r} has no embedding (its image can't be read)")
+        return self.index.vectors(self.row_keys[row:row + 1])[0]
+
+    def search(self, image, k=5, exact=False, where=None) -> list:
+        """Top-k results for one query image (path, bytes or PIL), validated."""
+        return self.search_embedding(self.embedder.embed([open_image(image)])[0], k, exact, where=where)
+
+    def search_embedding(self, query: np.ndarray, k=5, exact=False, exclude_rows=(), where=None,
+                         query_row=None) -> list:
+        """Top-k results for one query embedding. `exclude_rows` (catalogue
+        items used as the query) never come back; `where`: a parsed filter
+        (search.where), its `query.FIELD`s those of `query_row`."""
+        return self.search_many(query[None], k, exact, [exclude_rows], where, [query_row])[0]
+
+    def search_many(self, queries: np.ndarray, k=5, exact=False, exclude_rows=None, where=None,
+                    query_rows=None) -> list:
+        """search_embedding for many queries at once (one index call per
+        group of queries that share a filter)."""
         if self.index is None:
             self.build()
         if k < 1:
             raise LookalikeError(f"k must be at least 1, not {k}")
-        positions, scores = self.index.search(query[None], k + (exclude_row is not None), exact=exact)
-        names = self.catalogue.label_names
+        exclude_rows = exclude_rows or [()] * len(queries)
+        query_rows = query_rows or [None] * len(queries)
+        out = [None] * len(queries)
+        for allowed_rows, members in self._filter_groups(where, query_rows):
+            allowed = None if allowed_rows is None else np.unique(self.row_keys[allowed_rows & self.indexed])
+            extra = max((len(exclude_rows[i]) for i in members), default=0)
+            keys, scores = search_allowed(self.index, queries[members], k + extra, allowed, exact)
+            for i, key_row, score_row in zip(members, keys, scores):
+                out[i] = self._results(key_row, score_row, k, set(exclude_rows[i]), allowed_rows)
+        return out
+
+    def _filter_groups(self, where, query_rows) -> list:
+        """[(allowed rows bool mask or None, query positions)]: one group when
+        the filter reads no query field, else one per distinct query values."""
+        everyone = list(range(len(query_rows)))
+        if where is None:
+            return [(None, everyone)]
+        table = self.catalogue.metadata_table
+        if not where.uses_query:
+            return [(where.mask(table), everyone)]
+        groups = {}
+        for i, row in enumerate(query_rows):
+            values = None if row is None else self.catalogue.metadata_of(row, where.query_fields)
+            groups.setdefault(_frozen(values), (values, []))[1].append(i)
+        return [(where.mask(table, values), members) for values, members in groups.values()]
+
+    def _results(self, keys, scores, k, exclude: set, allowed_rows) -> list:
+        names = self.catalogue.label_names if self.catalogue.has_labels else None
         results = []
-        for pos, score in zip(positions[0][positions[0] >= 0], scores[0]):
-            row = int(self.rows[pos])
-            if row != exclude_row and len(results) < k:
-                results.append(Result(len(results) + 1, self.catalogue.ids[row], names[self.catalogue.labels[row]],
-                                      round(float(score), 4), row))
+        for key, score in zip(keys.tolist(), scores.tolist()):
+            for row in self.rows_of_key.get(key, ()) if key >= 0 else ():
+                if row in exclude or (allowed_rows is not None and not allowed_rows[row]) or len(results) >= k:
+                    continue
+                label = names[self.catalogue.labels[row]] if names else None
+                results.append(Result(len(results) + 1, self.catalogue.ids[row], label, round(float(score), 4), row,
+                                      self.catalogue.metadata(row)))
         return results
+
+
+def _frozen(values) -> tuple:
+    return tuple(sorted((values or {}).items(), key=lambda item: item[0]))

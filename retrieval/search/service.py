@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from retrieval.data.catalogues import load_catalogue
 from retrieval.data.images import open_image
 from retrieval.embedding.embedder import load_head
@@ -17,10 +19,12 @@ from retrieval.errors import LookalikeError
 from retrieval.models.backbones import Backbone, create_backbone, resolve_backbone
 from retrieval.search.answers import SIDES, Answer, Match, QueryItem, Side
 from retrieval.search.batching import QueryBatcher
-from retrieval.search.limits import MAX_K, shown, whole_number
+from retrieval.search.limits import shown
+from retrieval.search.query import Query, combine
 from retrieval.search.served import Served, no_head_note, unavailable
 from retrieval.search.spaces import CatalogueConfig
 from retrieval.search.thumbnails import Thumbnails
+from retrieval.search.where import parse_where
 from retrieval.store.cache import cache_root
 
 log = logging.getLogger(__name__)
@@ -96,7 +100,7 @@ class Service:
                 served.state = unavailable(served.config, e)
             else:
                 log.info("catalogue %s (%s): ready, %d items indexed in %.1f s", served.config.name,
-                         served.backbone, len(served.pretrained.rows), time.monotonic() - served.build_started)
+                         served.backbone, len(served.pretrained.index), time.monotonic() - served.build_started)
 
     @property
     def building(self) -> bool:
@@ -124,45 +128,59 @@ class Service:
         cat = self.get(catalogue).catalogue
         if cat is None:
             return []
-        first = {}
-        for row, label in enumerate(cat.labels):
-            first.setdefault(label, row)
-        rows = list(first.values())
-        return [Example(row, cat.label_names[cat.labels[row]], self.thumbnails.path(cat, row))
+        rows = list(range(len(cat)))
+        if cat.has_labels:  # one item of each class, classes spread over the catalogue
+            first = {}
+            for row, label in enumerate(cat.labels):
+                first.setdefault(label, row)
+            rows = list(first.values())
+        return [Example(row, self._label(cat, row) or cat.ids[row], self.thumbnails.path(cat, row))
                 for row in rows[::max(1, len(rows) // n)][:n]]
+
+    def item_id(self, catalogue: str, row: int) -> str:
+        cat = self.get(catalogue).catalogue
+        if not 0 <= row < len(cat):
+            raise LookalikeError(f"catalogue {catalogue!r} has no item {row}")
+        return cat.ids[row]
 
     def thumbnail(self, catalogue: str, row: int) -> Path:
         return self.thumbnails.path(self.get(catalogue).catalogue, row)
 
-    def answer(self, image, catalogue: str, k: int, backbone=None, query_row=None) -> Answer:
-        """Search both embeddings with one backbone pass. `image`: bytes or a
-        PIL image (validated); or `query_row` names a catalogue item, which
-        is then shown apart and left out of its own results."""
+    def answer(self, query: Query, catalogue: str, backbone=None) -> Answer:
+        """Search both embeddings with one backbone pass per uploaded image
+        (validated) and none for catalogue items (their stored embeddings).
+        The first liked item is shown apart; examples never come back."""
         served = self.get(catalogue, backbone)
         if not served.ready:
             raise LookalikeError(f"catalogue {served.config.name!r} is not ready ({served.state})")
-        cat, k = served.catalogue, whole_number(k, "k", 1, MAX_K)
-        query = None
-        if query_row is not None:
-            if not 0 <= query_row < len(cat):
-                raise LookalikeError(f"catalogue {catalogue!r} has no item {query_row}")
-            image = cat.image(query_row)
-            query = QueryItem(cat.ids[query_row], cat.label_names[cat.labels[query_row]],
-                              self.thumbnails.path(cat, query_row))
-        elif image is None:
-            raise LookalikeError("no query image: upload, paste or snap one, or click a catalogue item")
-        embeddings = self._batcher(served)(open_image(image))  # validated once, for both sides
+        query, cat = query.checked(), served.catalogue
+        liked, unliked = [cat.row(i) for i in query.items], [cat.row(i) for i in query.unlike_items]
+        where = parse_where(query.where, cat.metadata_fields) if query.where else None
+        shown = None if not liked else QueryItem(cat.ids[liked[0]], self._label(cat, liked[0]),
+                                                 self.thumbnails.path(cat, liked[0]), cat.metadata(liked[0]))
+        batcher = self._batcher(served)
+        uploads = [batcher(open_image(image)) for image in query.images]  # validated once, for both sides
+        unliked_uploads = [batcher(open_image(image)) for image in query.unlike_images]
         sides = {}
         for side in SIDES:
             rec = getattr(served, side)
             if rec is None:
                 sides[side] = Side(None, note=served.finetuned_note)
                 continue
-            results = rec.search_embedding(embeddings[side], k, exclude_row=query_row)
+            vectors = [u[side] for u in uploads] + [rec.item_embedding(r) for r in liked]
+            against = [u[side] for u in unliked_uploads] + [rec.item_embedding(r) for r in unliked]
+            results = rec.search_embedding(combine(np.asarray(vectors), np.asarray(against) if against else None),
+                                           query.k, exclude_rows=liked + unliked, where=where,
+                                           query_row=liked[0] if liked else None)
+            same = shown.label if shown is not None and not query.images and cat.has_labels else None
             sides[side] = Side(rec.embedding_name, [
                 Match(r.rank, r.id, r.label, r.score, r.row, self.thumbnails.path(cat, r.row),
-                      None if query is None else r.label == query.label) for r in results])
-        return Answer(served.config.name, served.backbone, k, query, sides)
+                      None if same is None else r.label == same, r.metadata) for r in results])
+        return Answer(served.config.name, served.backbone, query.k, shown, sides)
+
+    @staticmethod
+    def _label(cat, row: int):
+        return cat.label_names[cat.labels[row]] if cat.has_labels else None
 
     def _batcher(self, served: Served) -> QueryBatcher:
         """Concurrent queries of a catalogue share its passes (batching.py)."""
@@ -171,9 +189,22 @@ class Service:
                 self._batchers[id(served)] = QueryBatcher(served.embed_queries)
             return self._batchers[id(served)]
 
-    def recommend(self, image, catalogue: str, k: int = 10, backbone=None, query_row=None) -> dict:
-        """The /recommend JSON of `answer`."""
-        return self.answer(image, catalogue, k, backbone, query_row).to_dict()
+    def recommend(self, image, catalogue: str, k: int = 10, backbone=None, where=None) -> dict:
+        """The /recommend JSON: an uploaded image's answer."""
+        return self.answer(Query(images=[image], k=k, where=where), catalogue, backbone).to_dict()
+
+    def similar(self, catalogue: str, items, k: int = 10, where=None, unlike=(), backbone=None) -> dict:
+        """The /similar JSON: the answer for catalogue items (ids, or one
+        comma-separated string of them) and the ones disliked."""
+        return self.answer(Query(items=_ids(items), unlike_items=_ids(unlike), k=k, where=where), catalogue,
+                           backbone).to_dict()
 
     def status(self) -> list:
         return [s.status_record() for s in self.served]
+
+
+def _ids(items) -> list:
+    """Item ids from a list or a comma-separated string (the API's form)."""
+    if isinstance(items, str):
+        items = items.split(",")
+    return [str(i).strip() for i in items or () if str(i).strip()]

@@ -70,8 +70,12 @@ class Where:
 
     text: str
     fields: frozenset  # catalogue fields it reads
-    uses_query: bool  # whether it reads query.FIELD
+    query_fields: frozenset  # the query item's fields it reads (query.FIELD)
     _tree: tuple = dataclass_field(repr=False, compare=False)
+
+    @property
+    def uses_query(self) -> bool:
+        return bool(self.query_fields)
 
     def mask(self, columns, query: dict | None = None) -> np.ndarray:
         """Boolean (n,) mask over `columns` (a pyarrow Table or name -> array), whole columns at a time."""
@@ -225,7 +229,7 @@ class _Parser:
     def __init__(self, text: str, types: dict):
         self.text, self.types, self.depth, self.at = text, types, 0, 0
         self.named = {unicodedata.normalize("NFC", name): name for name in types}
-        self.fields, self.uses_query, self.problem = set(), False, None
+        self.fields, self.query_fields, self.problem = set(), set(), None
         self.tokens = self.tokenize()
 
     def fail(self, what: str, pos: int | None = None):
@@ -281,7 +285,7 @@ class _Parser:
         self.take("end", what="'and', 'or' or the end")
         if self.problem:
             self.fail(*self.problem)
-        return Where(self.text, frozenset(self.fields), self.uses_query, tree)
+        return Where(self.text, frozenset(self.fields), frozenset(self.query_fields), tree)
 
     def chain(self, word: str):
         """`a or b or ...` (of and-chains) or `a and b and ...` (of negations), flat."""
@@ -327,9 +331,7 @@ class _Parser:
             known = ", ".join(_show(n) for n in sorted(self.types)[:30]) + ", ..." * (len(self.types) > 30)
             self.later(f"unknown field {_line(repr(name[:SHOWN]))} in --where; fields: {known}")
             return (tag, name, None, pos)
-        self.uses_query |= tag == "query"
-        if tag == "field":
-            self.fields.add(name)
+        (self.fields if tag == "field" else self.query_fields).add(name)
         return (tag, name, KINDS[self.types[name]], pos)
 
     def comparison(self):
