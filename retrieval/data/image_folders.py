@@ -7,6 +7,7 @@
   `folder` metadata (missing for the loose images)."""
 
 import collections
+import os
 from pathlib import Path
 
 from retrieval.data.catalogue import Catalogue, make_dataset
@@ -16,7 +17,8 @@ from retrieval.store.fingerprint import digest
 
 
 def detect(path: Path) -> bool:
-    return path.is_dir()
+    """A folder with anything in it (an empty one is no layout at all)."""
+    return path.is_dir() and any(not entry.name.startswith(".") for entry in os.scandir(path))
 
 
 def read(spec: str, root: Path) -> Catalogue:
