@@ -106,7 +106,8 @@ def test_recommend_returns_both_embeddings(served):
     for side in ("pretrained", "finetuned"):
         results = answer[side]["results"]
         assert [r["rank"] for r in results] == [1, 2, 3, 4, 5]
-        assert set(results[0]) == {"rank", "id", "label", "score", "image", "same_class", "metadata"}
+        assert set(results[0]) == {"rank", "id", "label", "score", "image", "same_class", "metadata",
+                                   "near_identical"}
         assert results[0]["id"] == "green/green2" and results[0]["score"] == pytest.approx(1.0, abs=1e-3)
         assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
         assert all(r["label"] in COLOURS for r in results)

@@ -44,7 +44,8 @@ NAIVE_SIZE = (224, 224)
 
 
 def bench(catalogue_spec: str, backbone="efficientnet_lite0", head=None, per_class=4, rounds=2,
-          index_sizes=(4_000, 100_000, 1_000_000), index_backends=("annoy", "usearch"), cache_dir=None) -> dict:
+          index_sizes=(4_000, 100_000, 1_000_000), index_backends=("annoy", "usearch"), cache_dir=None,
+          filter_sizes=(4_000, 100_000)) -> dict:
     """Every figure above as one JSON-able dict (keys in the module docstring)."""
     catalogue = load_catalogue(catalogue_spec)
     results = {"catalogue": catalogue_spec, "n_catalogue": len(catalogue), "torch_threads": torch.get_num_threads()}
@@ -67,6 +68,10 @@ def bench(catalogue_spec: str, backbone="efficientnet_lite0", head=None, per_cla
         if at_1m:
             results["index_1m_recall_at_10"] = at_1m["recall_at_10"]
             results["index_1m_query_ms"] = at_1m["query_ms_p50"]
+    if filter_sizes:
+        from retrieval.bench.filters import filter_benchmark
+
+        results["filters"] = filter_benchmark(filter_sizes, log=log.info)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return results
 
@@ -193,6 +198,10 @@ def markdown(results: dict) -> str:
         from retrieval.bench.index_scale import markdown as index_markdown
 
         lines += ["", index_markdown(results["index"])]
+    if "filters" in results:
+        from retrieval.bench.filters import markdown as filters_markdown
+
+        lines += ["", filters_markdown(results["filters"])]
     return "\n".join(lines)
 
 

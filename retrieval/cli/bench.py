@@ -15,6 +15,8 @@ def add_parsers(sub) -> dict:
                    help="synthetic index sizes (default 4000 100000 1000000; none to skip)")
     p.add_argument("--index-backends", nargs="+", default=["annoy", "usearch"], choices=["annoy", "usearch"],
                    help="index backends to measure (default both; Annoy at 1M takes minutes a setting)")
+    p.add_argument("--filter-sizes", type=int, nargs="*", default=[4_000, 100_000], metavar="N",
+                   help="synthetic catalogue sizes for filtered search latency (default 4000 100000; none to skip)")
     options.add_cache_dir(p, help="cache root (default: a fresh temporary one, so the figures are cold)")
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the figures to this JSON file")
     return {"bench": cmd_bench}
@@ -29,7 +31,7 @@ def cmd_bench(args, out) -> int:
     from retrieval.bench.extraction import bench, markdown, write_results
 
     results = bench(args.catalogue, args.backbone, args.head, args.per_class, args.rounds, tuple(args.index_sizes),
-                    tuple(args.index_backends), args.cache_dir)
+                    tuple(args.index_backends), args.cache_dir, tuple(args.filter_sizes))
     print(markdown(results), file=out)
     if args.json_out:
         write_results(results, args.json_out)

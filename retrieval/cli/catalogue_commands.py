@@ -19,16 +19,41 @@ def add_parsers(sub) -> dict:
 
     p = sub.add_parser("search", help="recommend catalogue items that look like an image or a catalogue item")
     _common(p)
-    p.add_argument("--image", action="append", default=[], metavar="FILE", help="query image file")
+    p.add_argument("--image", action="append", default=[], metavar="FILE",
+                   help="a query image (repeatable: more like all of them)")
     p.add_argument("--item", action="append", default=[], metavar="ID",
-                   help="a catalogue item as the query: its stored embedding, no backbone pass; it is left out "
-                        "of its own results")
+                   help="a catalogue item as the query, from its stored embedding: no backbone pass (repeatable); "
+                        "examples never come back as results")
+    p.add_argument("--unlike", action="append", default=[], metavar="ID|FILE",
+                   help="less like this item or image file (repeatable)")
     p.add_argument("--k", type=int, default=5, help=f"number of results, 1 to {MAX_K} (default 5)")
     _where(p)
+    p.add_argument("--min-score", type=float, metavar="S", help="leave out results scoring below S (a cosine)")
+    p.add_argument("--diversity", type=float, default=0.0, metavar="L",
+                   help="0 (default): by score alone; up to 1: more varied results (maximal marginal relevance)")
+    p.add_argument("--no-dedup", action="store_true",
+                   help="show near-identical results too (by default they collapse into the highest one)")
     p.add_argument("--exact", action="store_true", help="exact brute-force search instead of the index")
     p.add_argument("--index", help="index folder built by `index --index` (refused if built for other data)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON list of {rank, id, label, score, metadata}")
+
+    p = sub.add_parser("duplicates", help="groups of near-duplicate images in a catalogue")
+    _common(p)
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="cosine at which two images are near-identical (default: measured per embedding; "
+                        "BENCHMARKS.md)")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", dest="json_out", metavar="OUT", help="write the groups as JSON")
+    output.add_argument("--csv", dest="csv_out", metavar="OUT", help="write one row per image: group, id, label")
+
+    p = sub.add_parser("explain", help="why two images are similar: both, with heat maps of what matches (PNG)")
+    _common(p)
+    query = p.add_mutually_exclusive_group(required=True)
+    query.add_argument("--item", metavar="ID", help="the query: a catalogue item")
+    query.add_argument("--image", metavar="FILE", help="the query: an image file")
+    p.add_argument("--with", dest="other", required=True, metavar="ID", help="the catalogue item it is compared with")
+    p.add_argument("--output", required=True, metavar="FILE.png", help="where to write the picture")
 
     p = sub.add_parser("recommend", help="every catalogue item's top k lookalikes, written to one file")
     _common(p)
@@ -41,7 +66,8 @@ def add_parsers(sub) -> dict:
     p = sub.add_parser("evaluate", help="retrieval metrics: each image queries all the others")
     _common(p)
     p.add_argument("--json", dest="json_out", metavar="OUT", help="also write the metrics to this JSON file")
-    return {"index": cmd_index, "search": cmd_search, "recommend": cmd_recommend, "evaluate": cmd_evaluate}
+    return {"index": cmd_index, "search": cmd_search, "recommend": cmd_recommend, "duplicates": cmd_duplicates,
+            "explain": cmd_explain, "evaluate": cmd_evaluate}
 
 
 def _where(p):
@@ -74,6 +100,10 @@ def check(parser, args):
         for image in args.image:
             if not Path(image).is_file():
                 parser.error(f"--image {image}: no such file")
+        if args.min_score is not None and not -1 <= args.min_score <= 1:
+            parser.error(f"--min-score must be a cosine from -1 to 1, not {args.min_score}")
+        if not 0 <= args.diversity <= 1:
+            parser.error(f"--diversity must be from 0 to 1, not {args.diversity}")
     if args.command == "recommend":
         if Path(args.output).suffix not in SUFFIXES:
             parser.error(f"--output must end in {', '.join(SUFFIXES)}")
@@ -103,27 +133,61 @@ def cmd_index(args, out) -> int:
 
 
 def cmd_search(args, out) -> int:
-    from retrieval.data.images import open_image
-    from retrieval.search.query import combine
-    from retrieval.search.where import parse_where
+    from retrieval.search.hygiene import Hygiene
+    from retrieval.search.query import Query
 
-    rec = recommender(args).build()
-    where = parse_where(args.where, rec.catalogue.metadata_fields) if args.where else None
-    liked = [rec.catalogue.row(item) for item in args.item]
-    vectors = [rec.item_embedding(row) for row in liked]
-    if args.image:
-        vectors += list(rec.embedder.embed([open_image(image) for image in args.image]))
-    results = rec.search_embedding(combine(np.asarray(vectors)), args.k, args.exact, exclude_rows=liked,
-                                   where=where, query_row=liked[0] if liked else None)
+    unlike_files = [u for u in args.unlike if Path(u).is_file()]  # an existing file is an image, else an id
+    query = Query(args.image, args.item, unlike_files, [u for u in args.unlike if u not in unlike_files], args.k,
+                  args.where, Hygiene(args.min_score, args.diversity, not args.no_dedup)).checked()
+    results = recommender(args).build().answer(query, exact=args.exact)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False), file=out)
     elif not results:
-        print("no results (no item matches --where)", file=out)
+        print("no results (none matches --where and --min-score)", file=out)
     else:
         width = max(len(r.id) for r in results)
         for r in results:
             shown = "  ".join(f"{k}={v}" for k, v in r.metadata.items())
-            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:6.3f}  {r.label or ''}  {shown}".rstrip(), file=out)
+            twins = f"  (+{len(r.near_identical)} near-identical)" if r.near_identical else ""
+            print(f"{r.rank:>3}  {r.id:<{width}}  {r.score:6.3f}  {r.label or ''}  {shown}{twins}".rstrip(), file=out)
+    return 0
+
+
+def cmd_explain(args, out) -> int:
+    from retrieval.data.images import open_image
+    from retrieval.search.explain import write_explanation
+
+    rec = recommender(args)
+    cat = rec.catalogue
+    other = cat.row(args.other)
+    if args.item:
+        row = cat.row(args.item)
+        query, name = cat.image(row), f"{args.item}" + (f" ({cat.label_names[cat.labels[row]]})" if cat.has_labels
+                                                        else "")
+    else:
+        query, name = open_image(args.image), Path(args.image).name
+    result = cat.image(other)
+    score = float(np.dot(*rec.embedder.embed([query, result])))
+    label = f" ({cat.label_names[cat.labels[other]]})" if cat.has_labels else ""
+    write_explanation(args.output, rec.embedder, query, result, [f"query: {name}", f"{args.other}{label}"],
+                      f"cosine {score:.3f} in {rec.embedding_name}: bright regions match the other image")
+    print(f"explain: {name} and {args.other}, cosine {score:.3f} -> {args.output}", file=out)
+    return 0
+
+
+def cmd_duplicates(args, out) -> int:
+    from retrieval.search.duplicates import duplicate_groups, write_groups
+
+    rec = recommender(args).build()
+    threshold = rec.near_identical if args.threshold is None else args.threshold
+    groups = duplicate_groups(rec, threshold)
+    if args.json_out or args.csv_out:
+        write_groups(rec, groups, args.json_out or args.csv_out, threshold)
+    for number, group in enumerate(groups[:20], 1):
+        print(f"{number:>3}  {', '.join(rec.catalogue.ids[r] for r in group['rows'][:8])}"
+              + (" ..." if len(group["rows"]) > 8 else ""), file=out)
+    print(f"{len(groups)} groups of near-duplicates, {sum(len(g['rows']) for g in groups)} images"
+          + (f" -> {args.json_out or args.csv_out}" if args.json_out or args.csv_out else ""), file=out)
     return 0
 
 

@@ -22,10 +22,12 @@ class Match:
     thumbnail: Path
     same_class: bool | None     # None when the query's class is unknown (an upload)
     metadata: dict = field(default_factory=dict)
+    near_identical: list = field(default_factory=list)  # ids of results collapsed into this one
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "id": self.id, "label": self.label, "score": self.score,
-                "image": data_url(self.thumbnail), "same_class": self.same_class, "metadata": self.metadata}
+                "image": data_url(self.thumbnail), "same_class": self.same_class, "metadata": self.metadata,
+                "near_identical": self.near_identical}
 
 
 @dataclass

@@ -17,6 +17,9 @@ from retrieval.extract.features import catalogue_features, catalogue_features_fi
 from retrieval.index.backends import build_index, choose_backend, open_index
 from retrieval.index.base import KIND, LEGACY
 from retrieval.search.filtered import search_allowed
+from retrieval.search.hygiene import POOL, Hygiene, near_identical, tidy
+from retrieval.search.query import combine
+from retrieval.search.where import parse_where
 from retrieval.store.atomic import check_replaceable
 from retrieval.store.cache import cache_root, entry_dir, mark_used
 from retrieval.store.feature_store import FeatureStore
@@ -44,6 +47,7 @@ class Result:
     score: float
     row: int                    # catalogue row, to fetch the image
     metadata: dict = field(default_factory=dict)
+    near_identical: list = field(default_factory=list)  # ids of the results collapsed into this one
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -150,21 +154,46 @@ class Recommender:
             raise LookalikeError(f"item {self.catalogue.ids[row]!r} has no embedding (its image can't be read)")
         return self.index.vectors(self.row_keys[row:row + 1])[0]
 
+    def answer(self, query, liked_images=(), unliked_images=(), exact=False) -> list:
+        """Results for a checked search.query.Query: its liked examples (the
+        embeddings of its images, `liked_images`, made by the caller, who may
+        share one backbone pass among several recommenders; else here) less
+        its disliked ones, its filter (whose query.FIELDs are the first liked
+        item's) and hygiene; no example comes back."""
+        cat = self.catalogue
+        liked, unliked = [cat.row(i) for i in query.items], [cat.row(i) for i in query.unlike_items]
+        if query.images and not len(liked_images):
+            liked_images = self.embedder.embed([open_image(image) for image in query.images])
+        if query.unlike_images and not len(unliked_images):
+            unliked_images = self.embedder.embed([open_image(image) for image in query.unlike_images])
+        vectors = [*liked_images, *(self.item_embedding(r) for r in liked)]
+        against = [*unliked_images, *(self.item_embedding(r) for r in unliked)]
+        where = parse_where(query.where, cat.metadata_fields) if query.where else None
+        return self.search_embedding(combine(np.asarray(vectors), np.asarray(against) if against else None),
+                                     query.k, exact, exclude_rows=liked + unliked, where=where,
+                                     query_row=liked[0] if liked else None, hygiene=query.hygiene)
+
     def search(self, image, k=5, exact=False, where=None) -> list:
         """Top-k results for one query image (path, bytes or PIL), validated."""
         return self.search_embedding(self.embedder.embed([open_image(image)])[0], k, exact, where=where)
 
     def search_embedding(self, query: np.ndarray, k=5, exact=False, exclude_rows=(), where=None,
-                         query_row=None) -> list:
+                         query_row=None, hygiene: Hygiene | None = None) -> list:
         """Top-k results for one query embedding. `exclude_rows` (catalogue
         items used as the query) never come back; `where`: a parsed filter
         (search.where), its `query.FIELD`s those of `query_row`."""
-        return self.search_many(query[None], k, exact, [exclude_rows], where, [query_row])[0]
+        return self.search_many(query[None], k, exact, [exclude_rows], where, [query_row], hygiene)[0]
+
+    @property
+    def near_identical(self) -> float:
+        """The cosine above which two of this embedding's results are near-identical (search/hygiene.py)."""
+        return near_identical(self.embedder.backbone.name, self.embedder.head is not None)
 
     def search_many(self, queries: np.ndarray, k=5, exact=False, exclude_rows=None, where=None,
-                    query_rows=None) -> list:
+                    query_rows=None, hygiene: Hygiene | None = None) -> list:
         """search_embedding for many queries at once (one index call per
-        group of queries that share a filter)."""
+        group of queries that share a filter); `hygiene`: score floor,
+        collapsing of near-identical results, variety (search/hygiene.py)."""
         if self.index is None:
             self.build()
         if k < 1:
@@ -172,12 +201,16 @@ class Recommender:
         exclude_rows = exclude_rows or [()] * len(queries)
         query_rows = query_rows or [None] * len(queries)
         out = [None] * len(queries)
+        pool = k * POOL if hygiene is not None and hygiene.pools else k
         for allowed_rows, members in self._filter_groups(where, query_rows):
             allowed = None if allowed_rows is None else np.unique(self.row_keys[allowed_rows & self.indexed])
             extra = max((len(exclude_rows[i]) for i in members), default=0)
-            keys, scores = search_allowed(self.index, queries[members], k + extra, allowed, exact)
+            keys, scores = search_allowed(self.index, queries[members], pool + extra, allowed, exact)
             for i, key_row, score_row in zip(members, keys, scores):
-                out[i] = self._results(key_row, score_row, k, set(exclude_rows[i]), allowed_rows)
+                out[i] = self._results(key_row, score_row, pool, set(exclude_rows[i]), allowed_rows)
+                if hygiene is not None:
+                    vectors = self.index.vectors(self.row_keys[[r.row for r in out[i]]]) if out[i] else None
+                    out[i] = tidy(out[i], vectors, k, hygiene, self.near_identical)
         return out
 
     def _filter_groups(self, where, query_rows) -> list:

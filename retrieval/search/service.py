@@ -10,8 +10,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from retrieval.data.catalogues import load_catalogue
 from retrieval.data.images import open_image
 from retrieval.embedding.embedder import load_head
@@ -20,11 +18,10 @@ from retrieval.models.backbones import Backbone, create_backbone, resolve_backbo
 from retrieval.search.answers import SIDES, Answer, Match, QueryItem, Side
 from retrieval.search.batching import QueryBatcher
 from retrieval.search.limits import shown
-from retrieval.search.query import Query, combine
+from retrieval.search.query import Query
 from retrieval.search.served import Served, no_head_note, unavailable
 from retrieval.search.spaces import CatalogueConfig
 from retrieval.search.thumbnails import Thumbnails
-from retrieval.search.where import parse_where
 from retrieval.store.cache import cache_root
 
 log = logging.getLogger(__name__)
@@ -154,28 +151,23 @@ class Service:
         if not served.ready:
             raise LookalikeError(f"catalogue {served.config.name!r} is not ready ({served.state})")
         query, cat = query.checked(), served.catalogue
-        liked, unliked = [cat.row(i) for i in query.items], [cat.row(i) for i in query.unlike_items]
-        where = parse_where(query.where, cat.metadata_fields) if query.where else None
-        shown = None if not liked else QueryItem(cat.ids[liked[0]], self._label(cat, liked[0]),
-                                                 self.thumbnails.path(cat, liked[0]), cat.metadata(liked[0]))
+        first = cat.row(query.items[0]) if query.items else None
+        shown = None if first is None else QueryItem(cat.ids[first], self._label(cat, first),
+                                                     self.thumbnails.path(cat, first), cat.metadata(first))
         batcher = self._batcher(served)
         uploads = [batcher(open_image(image)) for image in query.images]  # validated once, for both sides
         unliked_uploads = [batcher(open_image(image)) for image in query.unlike_images]
+        same = shown.label if shown is not None and not query.images and cat.has_labels else None
         sides = {}
         for side in SIDES:
             rec = getattr(served, side)
             if rec is None:
                 sides[side] = Side(None, note=served.finetuned_note)
                 continue
-            vectors = [u[side] for u in uploads] + [rec.item_embedding(r) for r in liked]
-            against = [u[side] for u in unliked_uploads] + [rec.item_embedding(r) for r in unliked]
-            results = rec.search_embedding(combine(np.asarray(vectors), np.asarray(against) if against else None),
-                                           query.k, exclude_rows=liked + unliked, where=where,
-                                           query_row=liked[0] if liked else None)
-            same = shown.label if shown is not None and not query.images and cat.has_labels else None
+            results = rec.answer(query, [u[side] for u in uploads], [u[side] for u in unliked_uploads])
             sides[side] = Side(rec.embedding_name, [
                 Match(r.rank, r.id, r.label, r.score, r.row, self.thumbnails.path(cat, r.row),
-                      None if same is None else r.label == same, r.metadata) for r in results])
+                      None if same is None else r.label == same, r.metadata, r.near_identical) for r in results])
         return Answer(served.config.name, served.backbone, query.k, shown, sides)
 
     @staticmethod
