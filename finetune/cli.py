@@ -85,7 +85,9 @@ def run(args, out) -> int:
     output = check_output(args.output, args.overwrite)
     config = TrainConfig(**{f.name: getattr(args, f.name) for f in fields(TrainConfig)})
     rec = Recommender.open(args.catalogue, backbone=args.backbone, classes=args.classes, per_class=args.per_class,
-                           cache_dir=args.cache_dir, device=args.device)
+                           cache_dir=args.cache_dir, device=args.device, label_column=args.label_column,
+                           rehash=args.rehash)
+    rec.catalogue.require_labels("fine-tuning")
     source = {"catalogue": args.catalogue, "classes": args.classes, "per_class": args.per_class}
     result = finetune(rec, output, config, args.unfreeze, default_device(args.device), source)
     print(report(result, output), file=out)
@@ -98,7 +100,8 @@ def run_autoencoder(args, out) -> int:
     output = check_output(args.output, args.overwrite)
     config = autoencoder.AutoencoderConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                                            seed=args.seed)
-    catalogue = load_catalogue(args.catalogue, args.classes, args.per_class)
+    catalogue = load_catalogue(args.catalogue, args.classes, args.per_class, args.label_column, args.cache_dir,
+                               args.rehash)
     data, _ = autoencoder.catalogue_pixels(catalogue)
     result = autoencoder.train_autoencoder(data, config)
     source = {"catalogue": args.catalogue, "classes": args.classes, "per_class": args.per_class,

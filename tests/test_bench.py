@@ -11,7 +11,7 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     shop = noise_shop(tmp_path / "shop", classes=4, per_class=8, size=(24, 32))
     out = tmp_path / "bench.json"
     assert main(["bench", "--catalogue", str(shop), "--backbone", "tiny_test", "--per-class", "3", "--rounds", "1",
-                 "--index-sizes", "--json", str(out)]) == 0  # index_bench.py has its own test
+                 "--index-sizes", "--filter-sizes", "--json", str(out)]) == 0  # index and filters: tests below
     results = json.loads(out.read_text())
     rows = {row["pipeline"]: row for row in results["embed"]}
     assert set(rows) == {"naive", "eager", "openvino", "product"} and rows["product"]["runtime"] == "openvino-bf16"
@@ -20,3 +20,25 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     assert results["query_p50_ms"] > 0 and results["add_20_seconds"] > 0
     assert results["added_found_first"] == "20/20"
     assert "| product |" in capsys.readouterr().out
+
+
+def test_filtered_search_latency_and_recall_are_measured():
+    from retrieval.bench.filters import filter_benchmark
+
+    rows = filter_benchmark((3_000,), dim=32, log=lambda *a: None)
+    assert [r["selectivity"] for r in rows] == [0.5, 0.05, 0.001]
+    assert all(r["p50_ms"] > 0 and r["recall_at_10"] >= 0.95 for r in rows)
+    assert rows[2]["allowed"] < 10 < rows[1]["allowed"] < rows[0]["allowed"]
+
+
+def test_catalogue_scale_steps_are_measured_as_users_run_them(tmp_path, monkeypatch):
+    import retrieval.bench.catalogue_scale as scale
+
+    monkeypatch.setattr(scale, "CHANGED", 10)
+    monkeypatch.setattr(scale, "QUERIES", 5)
+    rows = scale.catalogue_benchmark((200,), ("usearch",), workdir=tmp_path, log=lambda *a: None)
+    row = rows[0]
+    assert row["items"] == 200 and row["backend"] == "usearch"
+    assert all(row[k] > 0 for k in ("first_index_s", "reopen_s", "add_1000_s", "remove_1000_s", "query_p50_ms",
+                                      "peak_rss_mb"))
+    assert "| 200 | usearch |" in scale.markdown(rows)

@@ -45,21 +45,11 @@ NAIVE_SIZE = (224, 224)
 
 def bench(catalogue_spec: str, backbone="efficientnet_lite0", head=None, per_class=4, rounds=2,
           index_sizes=(4_000, 100_000, 1_000_000), index_backends=("annoy", "usearch"), cache_dir=None,
-          filter_sizes=(4_000, 100_000)) -> dict:
+          filter_sizes=(4_000, 100_000), extraction=True, catalogue_sizes=(), catalogue_backends=("usearch",)) -> dict:
     """Every figure above as one JSON-able dict (keys in the module docstring)."""
-    catalogue = load_catalogue(catalogue_spec)
-    results = {"catalogue": catalogue_spec, "n_catalogue": len(catalogue), "torch_threads": torch.get_num_threads()}
-    sample = first_per_class(catalogue, per_class)
-    results["embed"] = embed_throughput(sample, backbone, rounds)
-    by_name = {row["pipeline"]: row for row in results["embed"]}
-    results["embed_images_per_s"] = by_name["product"]["images_per_s"]
-    results["embed_speedup"] = by_name["product"]["speedup"]
-    results["embed_speedup_same_features"] = by_name["openvino"]["speedup"]
-    with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as scratch:
-        cache = Path(cache_dir) if cache_dir else Path(scratch)
-        results.update(add_images(catalogue, backbone, cache))
-        results["queries"] = query_latency(catalogue, backbone, head, cache)
-    results["query_p50_ms"] = results["queries"][0]["p50_ms"]
+    results = {"torch_threads": torch.get_num_threads()}
+    if extraction:
+        results.update(extraction_figures(catalogue_spec, backbone, head, per_class, rounds, cache_dir))
     if index_sizes:
         from retrieval.bench.index_scale import index_benchmark
 
@@ -72,7 +62,28 @@ def bench(catalogue_spec: str, backbone="efficientnet_lite0", head=None, per_cla
         from retrieval.bench.filters import filter_benchmark
 
         results["filters"] = filter_benchmark(filter_sizes, log=log.info)
+    if catalogue_sizes:
+        from retrieval.bench.catalogue_scale import catalogue_benchmark
+
+        results["catalogue_scale"] = catalogue_benchmark(catalogue_sizes, catalogue_backends, log=log.info)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return results
+
+
+def extraction_figures(catalogue_spec, backbone, head, per_class, rounds, cache_dir) -> dict:
+    """Extraction speed and quality by pipeline, adding images, query latency."""
+    catalogue = load_catalogue(catalogue_spec)
+    results = {"catalogue": catalogue_spec, "n_catalogue": len(catalogue)}
+    results["embed"] = embed_throughput(first_per_class(catalogue, per_class), backbone, rounds)
+    by_name = {row["pipeline"]: row for row in results["embed"]}
+    results["embed_images_per_s"] = by_name["product"]["images_per_s"]
+    results["embed_speedup"] = by_name["product"]["speedup"]
+    results["embed_speedup_same_features"] = by_name["openvino"]["speedup"]
+    with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as scratch:
+        cache = Path(cache_dir) if cache_dir else Path(scratch)
+        results.update(add_images(catalogue, backbone, cache))
+        results["queries"] = query_latency(catalogue, backbone, head, cache)
+    results["query_p50_ms"] = results["queries"][0]["p50_ms"]
     return results
 
 
@@ -183,6 +194,24 @@ def _tuned_usearch(rows: list, n: int) -> dict | None:
 
 def markdown(results: dict) -> str:
     """The figures as tables for BENCHMARKS.md."""
+    lines = extraction_markdown(results) if "embed" in results else []
+    if "index" in results:
+        from retrieval.bench.index_scale import markdown as index_markdown
+
+        lines += ["", index_markdown(results["index"])]
+    if "filters" in results:
+        from retrieval.bench.filters import markdown as filters_markdown
+
+        lines += ["", filters_markdown(results["filters"])]
+    if "catalogue_scale" in results:
+        from retrieval.bench.catalogue_scale import markdown as scale_markdown
+
+        lines += ["", scale_markdown(results["catalogue_scale"])]
+    lines += ["", f"Peak RSS of the bench process {results['peak_rss_mb']} MB."]
+    return "\n".join(lines)
+
+
+def extraction_markdown(results: dict) -> list:
     lines = ["| pipeline | runtime | images | images/s | vs eager | R@1 | max abs diff vs eager |",
              "|---|---|---|---|---|---|---|"]
     for r in results["embed"]:
@@ -193,16 +222,8 @@ def markdown(results: dict) -> str:
     lines += [f"| {r['embedding']} | {r['queries']} | {r['p50_ms']} | {r['p95_ms']} |" for r in results["queries"]]
     lines += ["", f"Adding {ADDED} images to the {results['n_catalogue'] - ADDED:,}-image catalogue: "
                   f"{results['add_20_seconds']} s (its cold build: {results['cold_index_seconds']} s); "
-                  f"new images found first: {results['added_found_first']}. Peak RSS {results['peak_rss_mb']} MB."]
-    if "index" in results:
-        from retrieval.bench.index_scale import markdown as index_markdown
-
-        lines += ["", index_markdown(results["index"])]
-    if "filters" in results:
-        from retrieval.bench.filters import markdown as filters_markdown
-
-        lines += ["", filters_markdown(results["filters"])]
-    return "\n".join(lines)
+                  f"new images found first: {results['added_found_first']}."]
+    return lines
 
 
 def write_results(results: dict, path):

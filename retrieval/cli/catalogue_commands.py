@@ -119,7 +119,7 @@ def recommender(args):
     return Recommender.open(args.catalogue, backbone=args.backbone, head=args.head, classes=args.classes,
                             per_class=args.per_class, cache_dir=args.cache_dir, device=args.device,
                             index_dir=getattr(args, "index", None), runtime=args.runtime,
-                            index_backend=args.index_backend, label_column=args.label_column,
+                            index_backend=args.index_backend, label_column=args.label_column, rehash=args.rehash,
                             engine=make_engine(args.engine, args.ray_address, args.ray_workers,
                                                args.ray_gpus_per_worker))
 
@@ -211,6 +211,7 @@ def cmd_evaluate(args, out) -> int:
     from retrieval.store.atomic import write_json
 
     rec = recommender(args)
+    rec.catalogue.require_labels("evaluate")
     embeddings, rows = rec.catalogue_embeddings()
     metrics = retrieval_metrics(embeddings, [rec.catalogue.labels[r] for r in rows])
     metrics.update(embedding=rec.embedding_name, backbone=rec.embedder.backbone.name,

@@ -17,6 +17,9 @@ def add_catalogue(p: argparse.ArgumentParser, default=None, classes_help="keep t
     p.add_argument("--classes", help=classes_help)
     p.add_argument("--per-class", type=int, metavar="N", help="keep the first N images of each class")
     p.add_argument("--label-column", metavar="NAME", help="a manifest's class column (default: `label`, if any)")
+    p.add_argument("--rehash", action="store_true",
+                   help="read every image file again (by default one whose size, time and inode are unchanged "
+                        "since it was last read keeps its content key: the README says what that trusts)")
 
 
 def add_cache_dir(p: argparse.ArgumentParser, help="cache root (default $LOOKALIKE_CACHE or the user cache dir)"):

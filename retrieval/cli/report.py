@@ -94,7 +94,9 @@ def cmd_report(args, out) -> int:
     from retrieval.report.writer import tables, write_report
 
     backbones = checked_backbones(args)
-    catalogue = load_catalogue(args.catalogue, args.classes, args.per_class)
+    catalogue = load_catalogue(args.catalogue, args.classes, args.per_class, args.label_column, args.cache_dir,
+                               args.rehash)
+    catalogue.require_labels("the report")
     options = Options(backbones, args.head, args.autoencoder, args.autoencoder_epochs, args.knn_k,
                       args.timing_images, args.examples, args.seed, args.cache_dir, args.device)
     built = build_report(catalogue, options)

@@ -46,6 +46,9 @@ class Catalogue:
     # each item's content key (fingerprint.content_key), when the reader
     # already read the files; otherwise computed from the images when asked
     item_keys: list | None = None
+    # what it was loaded from (the resolved source and subset), whatever its
+    # content: a grown catalogue has the same source and another fingerprint
+    source: str = ""
 
     @property
     def has_labels(self) -> bool:
@@ -155,7 +158,7 @@ class Catalogue:
             return self
         keys = [self.keys[r] for r in rows] if self.item_keys is not None else None
         return Catalogue(self.spec, self.dataset.select(rows), fingerprint or digest(self.fingerprint, "rows", rows),
-                         self.first_class_number, keys)
+                         self.first_class_number, keys, self.source)
 
 
 def _short(text) -> str:

@@ -23,9 +23,11 @@ from pathlib import Path
 from retrieval.data import idx_files, image_folders, manifest, stanford_cars, tables
 from retrieval.data.catalogue import Catalogue
 from retrieval.data.files import printable
+from retrieval.data.scan import ScanRecord
 from retrieval.data.subsets import first_per_class, select_classes
 from retrieval.errors import LookalikeError
 from retrieval.store.cache import cache_root
+from retrieval.store.fingerprint import digest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HUB = "zalando-datasets/fashion_mnist"
@@ -38,27 +40,34 @@ MAX_SPEC = 4096
 
 
 def load_catalogue(spec: str, classes: str | None = None, per_class: int | None = None,
-                   label_column: str | None = None, cache_dir=None) -> Catalogue:
+                   label_column: str | None = None, cache_dir=None, rehash: bool = False) -> Catalogue:
     """Load a catalogue from its spec, optionally keeping only some classes
     and at most `per_class` images of each (small demo catalogues);
-    `label_column`: a manifest's class column; `cache_dir`: where a
-    manifest's image URLs are fetched to."""
+    `label_column`: a manifest's class column; `cache_dir`: where the scan
+    record (data/scan.py) is kept and a manifest's image URLs are fetched
+    to; `rehash`: read every image file again."""
     spec = spec.strip()
     if not spec or len(spec) > MAX_SPEC:
         raise LookalikeError("the catalogue spec is empty" if not spec else
                              f"the catalogue spec is {len(spec):,} characters long: not a catalogue")
-    catalogue = _read(spec, label_column, cache_dir)
+    catalogue = _read(spec, label_column, cache_dir, rehash)
     if classes:
         catalogue = select_classes(catalogue, classes)
     if per_class is not None:
         catalogue = first_per_class(catalogue, per_class)
+    catalogue.source = digest("source", _resolved(spec), classes, per_class, label_column)
     if len(catalogue) == 0:
         raise LookalikeError(f"catalogue {printable(spec)!r} has no images"
                              + (f" in classes {classes}" if classes else ""))
     return catalogue
 
 
-def _read(spec: str, label_column=None, cache_dir=None) -> Catalogue:
+def _resolved(spec: str) -> str:
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.exists() else spec
+
+
+def _read(spec: str, label_column=None, cache_dir=None, rehash=False) -> Catalogue:
     if spec.startswith("hub:"):
         name, split = _split_suffix(spec[4:], default="train")
         return tables.read_hub(spec, name, split)
@@ -74,24 +83,31 @@ def _read(spec: str, label_column=None, cache_dir=None) -> Catalogue:
     if not path.exists():
         raise LookalikeError(f"catalogue {printable(spec)!r}: no such folder or file. Expected a folder, a .parquet "
                              "file, 'fashion-mnist' or 'hub:OWNER/NAME[:SPLIT]'")
+    record = ScanRecord(cache_root(cache_dir), str(path.resolve()), rehash)
     try:
         if manifest.detect(path) and not (path.suffix == ".parquet" and tables.has_image_feature(path)):
-            return manifest.read(spec, path, label_column, cache_root(cache_dir) / "downloads")
-        if label_column:
+            catalogue = manifest.read(spec, path, label_column, cache_root(cache_dir) / "downloads", record)
+        elif label_column:
             raise LookalikeError(f"--label-column is for CSV, JSONL and parquet manifests, not {printable(spec)!r}")
-        return _read_path(spec, path, split)
+        else:
+            catalogue = _read_path(spec, path, split, record)
     except (OSError, RecursionError) as e:  # a folder the readers could not walk
         raise LookalikeError(f"catalogue {printable(spec)!r}: could not be read "
                              f"({getattr(e, 'strerror', None) or type(e).__name__})") from e
+    record.save()
+    return catalogue
 
 
-def _read_path(spec: str, path: Path, split) -> Catalogue:
+def _read_path(spec: str, path: Path, split, record) -> Catalogue:
     if path.is_file() and path.suffix == ".parquet":
         return tables.read(spec, path)
     if path.is_dir():
         for _, layout in LAYOUTS:
             if layout.detect(path):
-                return layout.read(spec, path, split) if layout is idx_files else layout.read(spec, path)
+                if layout is idx_files:
+                    return layout.read(spec, path, split)
+                return layout.read(spec, path, record) if layout in (image_folders, stanford_cars) \
+                    else layout.read(spec, path)
     raise LookalikeError(f"catalogue {printable(spec)!r}: layout not recognised. Expected "
                          + ", ".join(name for name, _ in LAYOUTS) + ", or a CSV, JSONL or parquet manifest")
 

@@ -66,13 +66,14 @@ def image_files(root: Path, skipped: Skipped, recursive=True) -> list:
     return sorted(found)
 
 
-def hashed(paths: list, skipped: Skipped) -> tuple:
+def hashed(paths: list, skipped: Skipped, record=None) -> tuple:
     """(paths that could be read, their content keys): a file that can't be
-    read (permissions, an I/O error) is skipped and counted."""
+    read (permissions, an I/O error) is skipped and counted; `record` (a
+    data.scan.ScanRecord) spares reading the unchanged ones."""
     kept, keys = [], []
     for path in paths:
         try:
-            keys.append(sha256_file(path)[:KEY_CHARS])
+            keys.append(record.key(path) if record is not None else sha256_file(path)[:KEY_CHARS])
         except OSError as e:
             skipped.add("unreadable files", f"{printable(path)} ({e.strerror or type(e).__name__})")
             continue

@@ -21,12 +21,12 @@ def detect(path: Path) -> bool:
     return path.is_dir() and any(not entry.name.startswith(".") for entry in os.scandir(path))
 
 
-def read(spec: str, root: Path) -> Catalogue:
+def read(spec: str, root: Path, record=None) -> Catalogue:
     skipped = Skipped()
-    loose, loose_keys = hashed(image_files(root, skipped, recursive=False), skipped)
+    loose, loose_keys = hashed(image_files(root, skipped, recursive=False), skipped, record)
     groups = []  # (sub-folder, its images, their keys): every sub-folder, so class numbers are positions
     for folder in subfolders(root):
-        files, keys = hashed(image_files(folder, skipped), skipped)
+        files, keys = hashed(image_files(folder, skipped), skipped, record)
         groups.append((folder, files, keys))
     skipped.warn(spec)
     images = loose + [path for _, files, _ in groups for path in files]

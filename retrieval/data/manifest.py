@@ -31,7 +31,8 @@ def detect(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in SUFFIXES
 
 
-def read(spec: str, path: Path, label_column: str | None = None, downloads: Path | None = None) -> Catalogue:
+def read(spec: str, path: Path, label_column: str | None = None, downloads: Path | None = None,
+         record=None) -> Catalogue:
     rows = _rows(spec, path)
     if not rows:
         raise LookalikeError(f"catalogue {spec!r}: the manifest has no rows")
@@ -44,7 +45,7 @@ def read(spec: str, path: Path, label_column: str | None = None, downloads: Path
         raise LookalikeError(f"catalogue {spec!r}: no column {label!r} for --label-column; it has "
                              f"{', '.join(columns[:20])}")
     skipped = Skipped()
-    images, keys, kept = _images(rows, path.parent, downloads, skipped)
+    images, keys, kept = _images(rows, path.parent, downloads, skipped, record)
     skipped.warn(spec)
     if not kept:
         raise LookalikeError(f"catalogue {spec!r}: none of its {len(rows)} rows has an image that can be read")
@@ -83,7 +84,7 @@ def _rows(spec: str, path: Path) -> list:
         raise LookalikeError(f"catalogue {spec!r}: not a readable parquet manifest ({type(e).__name__})") from e
 
 
-def _images(rows: list, base: Path, downloads: Path | None, skipped: Skipped) -> tuple:
+def _images(rows: list, base: Path, downloads: Path | None, skipped: Skipped, record=None) -> tuple:
     """(images as paths or {'bytes', 'path'}, content keys, rows kept)."""
     images, keys, kept = [], [], []
     for i, row in enumerate(rows):
@@ -104,7 +105,7 @@ def _images(rows: list, base: Path, downloads: Path | None, skipped: Skipped) ->
         if not path.is_file():
             skipped.add("rows whose image file is missing", printable(path))
             continue
-        found, key = hashed([path], skipped)
+        found, key = hashed([path], skipped, record)
         if found:
             images.append(str(path))
             keys += key

@@ -19,7 +19,7 @@ def detect(path: Path) -> bool:
     return (path / "cars_train").is_dir() and (path / "devkit" / "cars_meta.mat").is_file()
 
 
-def read(spec: str, root: Path) -> Catalogue:
+def read(spec: str, root: Path, record=None) -> Catalogue:
     from scipy.io import loadmat  # only this layout needs scipy
 
     devkit = root / "devkit"
@@ -35,7 +35,7 @@ def read(spec: str, root: Path) -> Catalogue:
     if len(present) < len(records):
         log.warning("catalogue %s: %d annotated files are missing from cars_train/", spec, len(records) - len(present))
     skipped = Skipped()
-    images, keys = hashed([path for path, _ in present], skipped)
+    images, keys = hashed([path for path, _ in present], skipped, record)
     skipped.warn(spec)
     label_of = dict(present)
     labels, ids = [label_of[path] for path in images], [path.stem for path in images]

@@ -12,7 +12,7 @@ from annoy import AnnoyIndex as Annoy
 
 from retrieval.errors import DamagedArtefact
 from retrieval.index import tuning
-from retrieval.index.base import RECALL_K, TARGET_RECALL, Index, keys_of, padded, save
+from retrieval.index.base import RECALL_K, TARGET_RECALL, FolderIndex, keys_of, padded, save
 from retrieval.vectors import l2_normalise, top_k
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ AUDIT_QUERIES = 200
 MIN_TREES, START_TREES_CAP, MAX_TREES = 10, 100, 400
 
 
-class AnnoyIndex(Index):
+class AnnoyIndex(FolderIndex):
     """Annoy's own item ids are positions (it allocates up to the largest
     id); keys.npy maps them to the index's keys."""
 
@@ -59,6 +59,9 @@ class AnnoyIndex(Index):
         return padded([self.keys[np.asarray(rows, dtype=np.int64)] for rows, _ in found],
                       [1.0 - np.asarray(dist, dtype=np.float32) ** 2 / 2.0 for _, dist in found], k)
 
+    def all_keys(self) -> np.ndarray:
+        return self.keys
+
     def has(self, keys) -> np.ndarray:
         return np.isin(np.asarray(keys, dtype=np.int64), self.keys)
 
@@ -66,7 +69,7 @@ class AnnoyIndex(Index):
         return np.asarray(self.embeddings[positions_of(self.keys, keys)])
 
     @classmethod
-    def build(cls, folder, vectors, meta, keys=None, seed=0) -> "AnnoyIndex":
+    def build(cls, folder, vectors, meta, keys=None, metadata=None, seed=0) -> "AnnoyIndex":
         """Build, tune (n_trees, search_k) to the recall target, save atomically."""
         vectors = l2_normalise(vectors)
         n, dim = vectors.shape

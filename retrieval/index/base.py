@@ -26,26 +26,18 @@ COMMON_META = {"backend": str, "dim": int, "n_items": int, "files": dict}
 
 
 class Index(ABC):
-    """A built index in its folder. Keys are non-negative integers given at
-    build time (default: the vectors' positions); search returns keys."""
+    """The protocol: a built index over L2-normalised vectors under
+    non-negative int64 keys (default: the vectors' positions); search
+    returns keys. `filters_inside`: it runs `--where` filters itself
+    (a vector database); the others are given the allowed keys
+    (search/filtered.py)."""
 
     backend: ClassVar[str]
-    files: ClassVar[tuple]       # the files its folder holds besides meta.json
-    settings: ClassVar[dict]     # the meta.json keys it reads, and their types
-
-    def __init__(self, folder, meta: dict, deep: bool | None = None):
-        """`deep`: hash every file however large (artefacts.check)."""
-        self.folder, self.meta = Path(folder), meta
-        check_meta(self.folder, meta, self.settings)
-        check(self.folder, meta["files"], deep=deep, required=self.files)
-        self._load()
+    filters_inside: ClassVar[bool] = False
+    meta: dict
 
     def __len__(self) -> int:
         return self.meta["n_items"]
-
-    @abstractmethod
-    def _load(self):
-        """Open the checked files."""
 
     @abstractmethod
     def summary(self) -> str:
@@ -59,6 +51,10 @@ class Index(ABC):
         exact search among the indexed vectors."""
 
     @abstractmethod
+    def all_keys(self) -> np.ndarray:
+        """Every key in the index (int64)."""
+
+    @abstractmethod
     def has(self, keys) -> np.ndarray:
         """Whether each of `keys` is in the index (bool array)."""
 
@@ -67,16 +63,47 @@ class Index(ABC):
         """The stored (normalised) vectors of `keys`, (m, dim): an item query
         needs no backbone pass; KeyError for a key not in the index."""
 
-    def add(self, vectors: np.ndarray, keys):
+    @property
+    def grows_in_place(self) -> bool:
+        """Whether `update` changes it in place (else a changed catalogue rebuilds it)."""
+        return False
+
+    def update(self, vectors: np.ndarray, keys, removed, meta: dict):
+        """Add `vectors` under new `keys`, remove the `removed` keys, record
+        `meta` (the catalogue it now reflects), saved as one change."""
         raise LookalikeError(f"a {self.backend} index is rebuilt, not changed in place")
 
+    def add(self, vectors: np.ndarray, keys):
+        self.update(vectors, keys, np.zeros(0, dtype=np.int64), {})
+
     def remove(self, keys):
-        raise LookalikeError(f"a {self.backend} index is rebuilt, not changed in place")
+        self.update(np.zeros((0, self.meta["dim"]), dtype=np.float32), np.zeros(0, dtype=np.int64), keys, {})
 
     @classmethod
     @abstractmethod
-    def build(cls, folder, vectors: np.ndarray, meta: dict, keys=None) -> "Index":
-        """Build over `vectors` (normalised here), tune, save atomically, open."""
+    def build(cls, location, vectors: np.ndarray, meta: dict, keys=None, metadata=None) -> "Index":
+        """Build over `vectors` (normalised here) under `keys`, tune, save, open.
+        `metadata`: the items' metadata (pyarrow Table aligned with the keys)
+        for a backend that filters inside."""
+
+
+class FolderIndex(Index):
+    """An index in a folder of files, checked (meta.json's digest, every
+    file's size and checksum) before the backend reads a byte."""
+
+    files: ClassVar[tuple]       # the files its folder holds besides meta.json
+    settings: ClassVar[dict]     # the meta.json keys it reads, and their types
+
+    def __init__(self, folder, meta: dict, deep: bool | None = None):
+        """`deep`: hash every file however large (artefacts.check)."""
+        self.folder, self.meta = Path(folder), meta
+        check_meta(self.folder, meta, self.settings)
+        check(self.folder, meta["files"], deep=deep, required=self.files)
+        self._load()
+
+    @abstractmethod
+    def _load(self):
+        """Open the checked files."""
 
 
 def padded(rows: list, scores: list, k: int):

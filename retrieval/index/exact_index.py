@@ -6,13 +6,13 @@ import numpy as np
 
 from retrieval.errors import LookalikeError
 from retrieval.index.annoy_index import load_keys, load_vectors, positions_of
-from retrieval.index.base import Index, keys_of, padded, save
+from retrieval.index.base import FolderIndex, keys_of, padded, save
 from retrieval.vectors import l2_normalise, top_k
 
 FILES = ("embeddings.npy", "keys.npy")
 
 
-class ExactIndex(Index):
+class ExactIndex(FolderIndex):
     backend = "exact"
     files = FILES
     settings = {}
@@ -28,34 +28,37 @@ class ExactIndex(Index):
         rows, scores = top_k(self.embeddings, np.atleast_2d(queries), k)
         return padded(self.keys[rows], scores, k)
 
+    def all_keys(self) -> np.ndarray:
+        return self.keys
+
     def has(self, keys) -> np.ndarray:
         return np.isin(np.asarray(keys, dtype=np.int64), self.keys)
 
     def vectors(self, keys) -> np.ndarray:
         return np.asarray(self.embeddings[positions_of(self.keys, keys)])
 
-    def add(self, vectors, keys):
-        keys = keys_of(keys, len(np.atleast_2d(vectors)))
-        taken = np.intersect1d(keys, self.keys)
-        if len(taken) or len(np.unique(keys)) < len(keys):
-            raise LookalikeError(f"keys already in the index: {taken[:5].tolist() or 'repeated in the request'}")
-        self._rewrite(np.concatenate([self.embeddings, l2_normalise(np.atleast_2d(vectors))]),
-                      np.concatenate([self.keys, keys]))
+    @property
+    def grows_in_place(self) -> bool:
+        return True
 
-    def remove(self, keys):
-        keys = keys_of(keys)
-        missing = np.setdiff1d(keys, self.keys)
+    def update(self, vectors, keys, removed, meta: dict):
+        """Rewrite the vectors with `keys` added and `removed` gone, atomically."""
+        keys, removed = keys_of(keys, len(keys)), keys_of(removed)
+        missing = np.setdiff1d(removed, self.keys)
         if len(missing):
             raise LookalikeError(f"keys not in the index: {missing[:5].tolist()}")
-        kept = ~np.isin(self.keys, keys)
-        self._rewrite(np.asarray(self.embeddings[kept]), self.keys[kept])
-
-    def _rewrite(self, vectors, keys):
-        fresh = type(self).build(self.folder, vectors, {k: v for k, v in self.meta.items() if k != "files"}, keys)
+        kept = ~np.isin(self.keys, removed)
+        taken = np.intersect1d(keys, self.keys[kept])
+        if len(taken) or len(np.unique(keys)) < len(keys):
+            raise LookalikeError(f"keys already in the index: {taken[:5].tolist() or 'repeated in the request'}")
+        vectors = np.concatenate([np.asarray(self.embeddings[kept]),
+                                  l2_normalise(np.asarray(vectors, dtype=np.float32).reshape(-1, self.meta["dim"]))])
+        fresh = type(self).build(self.folder, vectors, {k: v for k, v in {**self.meta, **meta}.items() if k != "files"},
+                                 np.concatenate([self.keys[kept], keys]))
         self.meta, self.embeddings, self.keys = fresh.meta, fresh.embeddings, fresh.keys
 
     @classmethod
-    def build(cls, folder, vectors, meta, keys=None) -> "ExactIndex":
+    def build(cls, folder, vectors, meta, keys=None, metadata=None) -> "ExactIndex":
         vectors = l2_normalise(vectors)
         keys = keys_of(np.arange(len(vectors)) if keys is None else keys, len(vectors))
 

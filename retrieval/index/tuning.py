@@ -3,9 +3,12 @@
 first, and a way to search audit queries with one; the first setting whose
 recall@k against exact search meets the target *by a margin* is kept.
 
-The margin is two standard errors of the audit's mean recall: stopping at
-the first step whose mean just reached the target picked settings that then
-measured .985-.990 on fresh queries."""
+The margin is two standard errors of the audit's mean recall plus a little
+headroom: stopping at the first step whose mean just reached the target
+picked settings that then measured .985-.990 on fresh queries, and with the
+two standard errors alone USearch at a million vectors was tuned to
+expansion_search 256 (audit .993) and measured .987 on the bench's fresh
+queries, where 384 measured .994."""
 
 import numpy as np
 
@@ -17,9 +20,12 @@ def per_query_recall(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.array([len(set(f.tolist()) & set(t.tolist()) - {-1}) / max(len(t), 1) for f, t in zip(found, truth)])
 
 
+HEADROOM = 0.003
+
+
 def meets_target(recalls: np.ndarray) -> bool:
     margin = 2 * recalls.std() / np.sqrt(len(recalls)) if len(recalls) > 1 else 0.0
-    return recalls.mean() - margin >= TARGET_RECALL
+    return recalls.mean() - margin >= TARGET_RECALL + HEADROOM
 
 
 def first_meeting(ladder, search, truth: np.ndarray):

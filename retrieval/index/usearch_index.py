@@ -21,7 +21,7 @@ import numpy as np
 
 from retrieval.errors import DamagedArtefact, LookalikeError
 from retrieval.index import tuning
-from retrieval.index.base import RECALL_K, TARGET_RECALL, Index, keys_of, save
+from retrieval.index.base import RECALL_K, TARGET_RECALL, FolderIndex, keys_of, save
 from retrieval.vectors import l2_normalise, top_k
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ SEARCH_LADDER = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
 AUDIT_QUERIES = 1_000
 
 
-class UsearchIndex(Index):
+class UsearchIndex(FolderIndex):
     """Checked against its record before USearch reads a byte of it (a
     damaged file can crash USearch); `view`: memory-mapped, else loaded."""
 
@@ -73,6 +73,9 @@ class UsearchIndex(Index):
         scores[:, :keys.shape[1]] = np.where(found, 1.0 - distances, np.nan)
         return rows, scores
 
+    def all_keys(self) -> np.ndarray:
+        return np.asarray(self.usearch.keys, dtype=np.int64)
+
     def has(self, keys) -> np.ndarray:
         return np.asarray(self.usearch.contains(keys_of(keys).astype(np.uint64)), dtype=bool)
 
@@ -83,37 +86,39 @@ class UsearchIndex(Index):
             raise KeyError(f"keys not in the index: {keys[~found][:5].tolist()}")
         return np.atleast_2d(np.asarray(self.usearch.get(keys), dtype=np.float32))
 
-    def add(self, vectors, keys):
-        """Add items (normalised here) under new keys, and save."""
-        vectors = l2_normalise(np.atleast_2d(vectors))
-        keys = keys_of(keys, len(vectors))
-        if vectors.shape[1] != self.meta["dim"]:
-            raise LookalikeError(f"vectors of dimension {vectors.shape[1]} can't join an index of "
-                                 f"dimension {self.meta['dim']}")
-        taken = keys[np.asarray(self.usearch.contains(keys.astype(np.uint64)))]
+    @property
+    def grows_in_place(self) -> bool:
+        return True
+
+    def update(self, vectors, keys, removed, meta: dict):
+        """Add items (normalised here) under new keys and remove others, as
+        one change saved atomically: a removed item never comes back."""
+        vectors = l2_normalise(np.atleast_2d(vectors)).reshape(-1, self.meta["dim"]) if len(keys) else \
+            np.zeros((0, self.meta["dim"]), dtype=np.float32)
+        keys, removed = keys_of(keys, len(vectors)).astype(np.uint64), keys_of(removed).astype(np.uint64)
+        missing = removed[~np.asarray(self.usearch.contains(removed), dtype=bool)] if len(removed) else removed
+        if len(missing):
+            raise LookalikeError(f"keys not in the index: {missing[:5].tolist()}")
+        staying = np.setdiff1d(keys, removed)
+        taken = staying[np.asarray(self.usearch.contains(staying), dtype=bool)] if len(staying) else staying
         if len(taken) or len(np.unique(keys)) < len(keys):
             shown = taken[:5].tolist() if len(taken) else "repeated in the request"
             raise LookalikeError(f"keys already in the index: {shown}; remove them first")
-        self._change(lambda writable: writable.add(keys.astype(np.uint64), vectors, threads=0))
 
-    def remove(self, keys):
-        """Remove items by key, and save: they are never returned again."""
-        keys = keys_of(keys).astype(np.uint64)
-        missing = keys[~np.asarray(self.usearch.contains(keys), dtype=bool)]
-        if len(missing):
-            raise LookalikeError(f"keys not in the index: {missing[:5].tolist()}")
-        self._change(lambda writable: writable.remove(keys))
+        def edit(writable):
+            if len(removed):
+                writable.remove(removed)
+            if len(keys):
+                writable.add(keys, vectors, threads=0)
 
-    def _change(self, edit):
-        """Apply `edit` to a writable copy, write a new folder atomically, reopen."""
         writable = _usearch_index().restore(str(self.folder / FILE), view=False) if self.view else self.usearch
         writable.expansion_search = self.meta["expansion_search"]
         edit(writable)
-        self.meta = _save(self.folder, writable, dict(self.meta, n_items=len(writable)))
+        self.meta = _save(self.folder, writable, dict(self.meta, **meta, n_items=len(writable)))
         self.usearch = _restore(self.folder / FILE, self.meta, view=True) if self.view else writable
 
     @classmethod
-    def build(cls, folder, vectors, meta, keys=None, threads=0, seed=0) -> "UsearchIndex":
+    def build(cls, folder, vectors, meta, keys=None, metadata=None, threads=0, seed=0) -> "UsearchIndex":
         """Raise graph degree and search effort until recall@10 against exact
         search reaches the target on held-out items (added last), save
         atomically, open viewed."""

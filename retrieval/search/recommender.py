@@ -72,10 +72,11 @@ class Recommender:
 
     @classmethod
     def open(cls, catalogue, backbone="auto", head=None, classes=None, per_class=None, cache_dir=None,
-             device="auto", index_dir=None, runtime=None, engine=None, index_backend="auto", label_column=None):
+             device="auto", index_dir=None, runtime=None, engine=None, index_backend="auto", label_column=None,
+             rehash=False):
         """From specs (or a loaded Catalogue), through `create_embedder`."""
         if not isinstance(catalogue, Catalogue):
-            catalogue = load_catalogue(catalogue, classes, per_class, label_column, cache_dir)
+            catalogue = load_catalogue(catalogue, classes, per_class, label_column, cache_dir, rehash)
         return cls(catalogue, create_embedder(backbone, head, device, runtime, cache_dir), cache_dir, index_dir, engine,
                    index_backend)
 
@@ -100,17 +101,22 @@ class Recommender:
         return self.embedder.embed_features(features), rows
 
     def build(self, rebuild=False, progress=None) -> "Recommender":
-        """Load the matching index, or build (and cache) it. A damaged index
-        in the cache is rebuilt; one in a folder the user named is refused."""
+        """Load the matching index, or build (and cache) it. An index of the
+        same catalogue and model whose catalogue has since changed is grown
+        in place where its backend can (new items added, removed ones taken
+        out), else rebuilt from the stored vectors. A damaged index in the
+        cache is rebuilt; one in a folder the user named is refused."""
         expected = self.fingerprints()
-        folder = self.index_dir or entry_dir(self.cache_dir, "indexes",
-                                             digest(expected, self.index_backend, INDEX_FORMAT))
+        # what an index must have been built for to serve (or grow to) this catalogue
+        model = {"catalogue_source": self.catalogue.source or self.catalogue.fingerprint,
+                 "embedder_fingerprint": expected["embedder_fingerprint"]}
+        folder = self.index_dir or entry_dir(self.cache_dir, "indexes", digest(model, self.index_backend, INDEX_FORMAT))
         index = None
         if not rebuild:
             try:
                 # a folder the user named is hashed whole, however large: it is
                 # refused when damaged, never rebuilt, so it must never be served damaged
-                index = open_index(folder, expected, deep=self.index_dir is not None or None)
+                index = open_index(folder, model, deep=self.index_dir is not None or None)
                 if index is not None and self.index_dir is None:
                     self._mark_used(folder)
             except DamagedArtefact as e:
@@ -118,18 +124,39 @@ class Recommender:
                     raise LookalikeError(f"{e}; rebuild it with `python -m retrieval index --rebuild "
                                          f"--index {self.index_dir}`") from e
                 log.warning("%s: rebuilding it", e)
+        if index is not None and index.meta.get("catalogue_fingerprint") != self.catalogue.fingerprint:
+            index = self._grow(index, progress) if index.grows_in_place else None
         if index is None:
             check_replaceable(folder, KIND, "--index", LEGACY)  # before the slow part
             embeddings, rows = self.catalogue_embeddings(progress)
             keys, first = np.unique(self.row_keys[rows], return_index=True)  # identical images: one vector
             if progress is not None:
                 progress.start("building the index", len(keys), "items")
-            meta = dict(expected, catalogue=self.catalogue.spec, embedding=self.embedder.name)
+            meta = dict(expected, **model, catalogue=self.catalogue.spec, embedding=self.embedder.name)
             with writing(self.cache_dir):
                 index = build_index(folder, embeddings[first], meta, self.index_backend, keys=keys)
         self.index = index
         self.indexed = self.index.has(self.row_keys)  # rows whose image is in the index (decodable ones)
         return self
+
+    def _grow(self, index, progress=None):
+        """The index changed in place to this catalogue: the vectors of its new
+        images added (extracting only those), those of its removed ones taken
+        out, saved as one change."""
+        present = index.all_keys()
+        removed = np.setdiff1d(present, self.row_keys)
+        new_keys, first = np.unique(self.row_keys, return_index=True)
+        added = first[~np.isin(new_keys, present)]
+        vectors, keys = np.zeros((0, index.meta["dim"]), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        if len(added):
+            subset = self.catalogue.restrict(np.sort(added), digest(self.catalogue.fingerprint, "added"))
+            features, rows = catalogue_features(subset, self.embedder, self.cache_dir, progress=progress,
+                                                engine=self.engine)
+            vectors, keys = self.embedder.embed_features(features), self.row_keys[np.sort(added)][rows]
+        log.info("index %s: %d items added, %d removed in place", index.backend, len(keys), len(removed))
+        with writing(self.cache_dir):
+            index.update(vectors, keys, removed, dict(self.fingerprints(), catalogue=self.catalogue.spec))
+        return index
 
     def _mark_used(self, folder: Path):
         """Mark a cached index and the feature chunks it was built from as

@@ -4,11 +4,15 @@ Catalogue, so a query costs one backbone pass. A catalogue that can't be
 served is kept with its reason instead of stopping the others. Answers are
 render-ready (answers.py): the page and the API show the same records."""
 
+import io
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
 
 from retrieval.data.catalogues import load_catalogue
 from retrieval.data.images import open_image
@@ -17,6 +21,9 @@ from retrieval.errors import LookalikeError
 from retrieval.models.backbones import Backbone, create_backbone, resolve_backbone
 from retrieval.search.answers import SIDES, Answer, Match, QueryItem, Side
 from retrieval.search.batching import QueryBatcher
+from retrieval.search.duplicates import duplicate_groups
+from retrieval.search.explain import explain, explanation_png
+from retrieval.search.fields import field_summary
 from retrieval.search.limits import shown
 from retrieval.search.query import Query
 from retrieval.search.served import Served, no_head_note, unavailable
@@ -46,6 +53,7 @@ class Service:
         self._backbones = dict(backbones or {})  # name -> Backbone, shared by every catalogue
         self._catalogues = {}                    # (spec, classes, per_class) -> Catalogue
         self._batchers, self._batchers_lock = {}, threading.Lock()  # one per served catalogue
+        self._views = {}  # what the page shows of a catalogue, made once (its duplicate groups)
         self.served: list = []
         for config in configs:
             self.served.append(self._open(config))
@@ -68,7 +76,8 @@ class Service:
                 raise LookalikeError(f"catalogue {config.name!r} is listed twice with backbone {name}")
             key = (config.spec, config.classes, config.per_class)
             if key not in self._catalogues:
-                self._catalogues[key] = load_catalogue(config.spec, config.classes, per_class=config.per_class)
+                self._catalogues[key] = load_catalogue(config.spec, config.classes, per_class=config.per_class,
+                                                       cache_dir=self.cache_dir)
         except Exception as e:  # any catalogue that can't be read is listed as unavailable, the others served
             log.warning("catalogue %s unavailable: %s", config.name, e, exc_info=not isinstance(e, LookalikeError))
             return Served(config, name, state=unavailable(config, e))
@@ -193,6 +202,42 @@ class Service:
 
     def status(self) -> list:
         return [s.status_record() for s in self.served]
+
+    def fields(self, catalogue: str) -> dict:
+        """{field: {"type", "values" (a string field's, when at most FEW_VALUES) or "range" ([min, max]
+        of a number field)}} of a catalogue's metadata, for the page's filter controls."""
+        cat = self.get(catalogue).catalogue
+        return {} if cat is None else field_summary(cat)
+
+    def duplicates(self, catalogue: str, backbone=None) -> list:
+        """Groups of near-duplicates in a catalogue (pretrained embedding), each a list of Examples."""
+        served = self.get(catalogue, backbone)
+        if not served.ready:
+            raise LookalikeError(f"catalogue {served.config.name!r} is not ready ({served.state})")
+        key = ("duplicates", id(served))
+        if key not in self._views:
+            self._views[key] = duplicate_groups(served.pretrained)
+        cat = served.catalogue
+        return [[Example(r, self._label(cat, r) or cat.ids[r], self.thumbnails.path(cat, r)) for r in g["rows"]]
+                for g in self._views[key]]
+
+    def explanation(self, query: Query, catalogue: str, side: str, result_id: str, backbone=None):
+        """A picture of why a result matches the query (its first liked item or
+        image) in one side's embedding: search/explain.py. A PIL image."""
+        served = self.get(catalogue, backbone)
+        rec = getattr(served, side, None) if side in SIDES else None
+        if rec is None:
+            raise LookalikeError(f"no {side} embedding to explain for catalogue {catalogue!r}")
+        query, cat = query.checked(), served.catalogue
+        image = open_image(query.images[0]) if query.images else cat.image(cat.row(query.items[0]))
+        name = "the uploaded image" if query.images else query.items[0]
+        other = cat.row(result_id)
+        result = cat.image(other)
+        score = float(np.dot(*rec.embedder.embed([image, result])))
+        png = explanation_png([image, result], list(explain(rec.embedder, image, result)),
+                              [f"query: {name}", f"{result_id}"],
+                              f"cosine {score:.3f} in {rec.embedding_name}: bright regions match the other image")
+        return PILImage.open(io.BytesIO(png))
 
 
 def _ids(items) -> list:

@@ -25,7 +25,7 @@ from retrieval.store.cache import check_root, entries
 from retrieval.store.locks import ROOT_LOCK, exclusive
 from retrieval.store.verify import STORE_KINDS
 
-ENTRY_KINDS = ("indexes", "openvino", "thumbnails")  # pruned whole, by the entry folder's last use
+ENTRY_KINDS = ("indexes", "openvino", "thumbnails", "scans")  # pruned whole, by the entry folder's last use
 DAY = 86_400
 # Whatever was used in the last GRACE seconds is kept whatever DAYS says: a
 # command that just finished wrote it, and its next run would make it again.
