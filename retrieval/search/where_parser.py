@@ -187,8 +187,9 @@ class _Parser:
         if right is None or left[2] is None or right[2] is None:
             return None
         if left[2] != right[2]:
-            other = f"a {right[2]}" if right[0] == "lit" else f"{'query.' * (right[0] == 'query')}{shown_name(right[1])} " \
-                f"(a {right[2]})"
+            named = f"{'query.' * (right[0] == 'query')}{shown_name(right[1])} (a {right[2]})" \
+                if right[0] != "lit" else None
+            other = named or f"a {right[2]}"
             return self.later(f"{shown_name(left[1])} is a {left[2]}, compared with {other}", pos)
         if left[2] == "boolean" and op not in ("==", "!=", "in"):
             return self.later(f"{shown_name(left[1])} is true/false: compare it with == or !=, not {op}", pos)
