@@ -121,16 +121,16 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_counted(class_folders, tmp_
 
 
 def test_an_unreadable_file_is_skipped_and_counted(class_folders, monkeypatch, caplog):
-    import retrieval.data.files as files
+    import retrieval.data.scan as scan
 
-    real = files.sha256_file
+    real = scan.sha256_file
 
     def eio(path):
         if Path(path).name == "red1.png":
             raise OSError(errno.EIO, "Input/output error", str(path))
         return real(path)
 
-    monkeypatch.setattr(files, "sha256_file", eio)
+    monkeypatch.setattr(scan, "sha256_file", eio)
     assert len(load_catalogue(str(class_folders))) == 11 and "skipped 1 unreadable files" in caplog.text
 
 
@@ -153,11 +153,14 @@ def test_the_app_lists_a_catalogue_it_cannot_read_and_serves_the_others(class_fo
 
 # 4. an index's metadata is in its record
 
-def test_an_edited_rows_list_is_never_served(class_folders, tmp_path, capsys):
+def test_an_edited_meta_json_is_never_served(class_folders, tmp_path, capsys):
+    """Item 4 of #19: a digit flipped in meta.json's rows made search answer with
+    another item. Rows are no longer there (keys.npy, checksummed, maps the
+    index to items), but any edit of meta.json is damage."""
     cache, named = tmp_path / "cache", tmp_path / "named"
     assert main(["index", *common(class_folders, cache), "--index", str(named)]) == 0
     meta = (named / "meta.json").read_text()
-    (named / "meta.json").write_text(meta.replace('"rows": [\n    0,\n    1,', '"rows": [\n    1,\n    0,'))
+    (named / "meta.json").write_text(meta.replace('"search_k": 100', '"search_k": 101'))
     assert (named / "meta.json").read_text() != meta
     args = ["search", *common(class_folders, cache), "--image", str(class_folders / "red" / "red1.png")]
     assert main([*args, "--index", str(named), "--exact"]) == 2 and "digest" in one_line_error(capsys)

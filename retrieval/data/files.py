@@ -46,23 +46,28 @@ def is_utf8(name: str) -> bool:
     return True
 
 
-def image_files(root: Path, skipped: Skipped, recursive=True) -> list:
-    """Image files under `root` (sorted), links not followed."""
-    found = []
-
-    def unreadable(error: OSError):
-        skipped.add("unreadable folders", printable(error.filename))
-
-    for folder, dirs, files in os.walk(root, onerror=unreadable):
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
-        for name in files:
-            if Path(name).suffix.lower() not in IMAGE_SUFFIXES:
+def image_files(root, skipped: Skipped, recursive=True) -> list:
+    """Image files under `root` as path strings (sorted), links to folders
+    not followed. Strings and directory entries, not Path objects: a
+    catalogue of 100,000 files is listed in a second, not ten."""
+    found, folders = [], [str(root)]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = list(os.scandir(folder))
+        except OSError as e:
+            skipped.add("unreadable folders", printable(e.filename or folder))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
                 continue
-            path = Path(folder) / name
-            if not is_utf8(str(path)):
-                skipped.add("files whose names are not valid UTF-8", printable(path))
-            elif path.is_file():  # regular files (or links to them): never a FIFO that would block a read
-                found.append(path)
+            if recursive and _is_dir(entry):
+                folders.append(entry.path)
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                if not is_utf8(entry.path):
+                    skipped.add("files whose names are not valid UTF-8", printable(entry.path))
+                elif _is_file(entry):  # regular files (or links to them): never a FIFO that would block a read
+                    found.append(entry.path)
     return sorted(found)
 
 
@@ -96,5 +101,12 @@ def subfolders(root: Path) -> list:
 def _is_dir(entry) -> bool:
     try:
         return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _is_file(entry) -> bool:
+    try:
+        return entry.is_file()
     except OSError:
         return False

@@ -29,7 +29,7 @@ def read(spec: str, root: Path, record=None) -> Catalogue:
         files, keys = hashed(image_files(folder, skipped), skipped, record)
         groups.append((folder, files, keys))
     skipped.warn(spec)
-    images = loose + [path for _, files, _ in groups for path in files]
+    images = loose + [path for _, files, _ in groups for path in files]  # path strings
     keys = loose_keys + [key for _, _, group_keys in groups for key in group_keys]
     if not images:
         raise LookalikeError(f"catalogue {spec!r}: no image files in it or its class folders "
@@ -40,15 +40,17 @@ def read(spec: str, root: Path, record=None) -> Catalogue:
         mixed = any(files for _, files, _ in groups)
         metadata = {"folder": ("string", folder)} if mixed else None
         fp = digest("image-folder", keys, ids, folder if mixed else None)
-        return Catalogue(spec, make_dataset([str(p) for p in images], None, ids, [], metadata), fp, item_keys=keys)
+        return Catalogue(spec, make_dataset(images, None, ids, [], metadata), fp, item_keys=keys)
     names = [f.name for f, _, _ in groups]
     labels = [label for label, (_, files, _) in enumerate(groups) for _ in files]
     fp = digest("class-folders", keys, ids, names)
-    return Catalogue(spec, make_dataset([str(p) for p in images], labels, ids, names), fp, item_keys=keys)
+    return Catalogue(spec, make_dataset(images, labels, ids, names), fp, item_keys=keys)
 
 
 def _ids(root: Path, images: list) -> list:
     """Paths relative to the folder, without suffix; a.jpg beside a.png both keep theirs."""
-    ids = [str(path.relative_to(root).with_suffix("")) for path in images]
+    start = len(str(root).rstrip(os.sep)) + 1
+    relative = [path[start:] for path in images]
+    ids = [os.path.splitext(path)[0] for path in relative]
     taken = collections.Counter(ids)
-    return [str(path.relative_to(root)) if taken[item] > 1 else item for path, item in zip(images, ids)]
+    return [path if taken[item] > 1 else item for path, item in zip(relative, ids)]

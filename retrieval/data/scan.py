@@ -40,17 +40,18 @@ class ScanRecord:
         self.seen = {}
         self.hashed = 0
 
-    def key(self, path: Path) -> str:
+    def key(self, path) -> str:
         """The content key of one file, read only when its size, time or inode changed."""
+        path = str(path)
         stat = os.stat(path)
         signature = (stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        known = self.known.get(str(path))
+        known = self.known.get(path)
         if known is not None and known[:3] == signature:
             key = known[3]
         else:
             key = sha256_file(path)[:KEY_CHARS]
             self.hashed += 1
-        self.seen[str(path)] = (*signature, key)
+        self.seen[path] = (*signature, key)
         return key
 
     def save(self):
