@@ -108,10 +108,15 @@ def main(argv=None) -> int:
                                                            * 60), 1),
         "first_failures": failures[:3],
     }
-    print(json.dumps(report, indent=2))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+    print_report(report, args.json_out)
     return 0
+
+
+def print_report(report: dict, json_out=None):
+    """The figures as JSON on stdout, and in `json_out` when given."""
+    print(json.dumps(report, indent=2))
+    if json_out:
+        Path(json_out).write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

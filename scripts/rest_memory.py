@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 from bench_startup import running_app
-from load_test import query_images, rss_mb
+from load_test import print_report, query_images, rss_mb
 
 
 def user(api: str, path: Path, catalogue: str, k: int, stop: float, outcomes: list):
@@ -62,9 +62,7 @@ def main(argv=None) -> int:
         time.sleep(args.idle)
         report = {"users": args.users, "seconds_per_round": args.seconds, "rounds": rounds,
                   "rss_mb_after_idle": round(rss_mb(info["pid"])), "idle_s": args.idle}
-    print(json.dumps(report, indent=2))
-    if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report, indent=2) + "\n")
+    print_report(report, args.json_out)
     return 0
 
 

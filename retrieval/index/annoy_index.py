@@ -13,6 +13,7 @@ from annoy import AnnoyIndex as Annoy
 from retrieval.errors import DamagedArtefact
 from retrieval.index import tuning
 from retrieval.index.base import RECALL_K, TARGET_RECALL, FolderIndex, keys_of, padded, save
+from retrieval.index.stored_vectors import StoredVectors
 from retrieval.vectors import l2_normalise, top_k
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ AUDIT_QUERIES = 200
 MIN_TREES, START_TREES_CAP, MAX_TREES = 10, 100, 400
 
 
-class AnnoyIndex(FolderIndex):
+class AnnoyIndex(StoredVectors, FolderIndex):
     """Annoy's own item ids are positions (it allocates up to the largest
     id); keys.npy maps them to the index's keys."""
 
@@ -34,8 +35,7 @@ class AnnoyIndex(FolderIndex):
     settings = {"n_trees": int, "search_k": int, "recall_at_10": (int, float)}
 
     def _load(self):
-        self.embeddings = load_vectors(self.folder, self.meta)  # for exact search and k beyond the trees
-        self.keys = load_keys(self.folder, self.meta)
+        self._load_stored()  # for exact search and k beyond the trees
         self.annoy = Annoy(self.meta["dim"], "angular")
         try:
             self.annoy.load(str(self.folder / "index.ann"))  # memory-mapped, once checked
@@ -58,15 +58,6 @@ class AnnoyIndex(FolderIndex):
                  for q in queries]
         return padded([self.keys[np.asarray(rows, dtype=np.int64)] for rows, _ in found],
                       [1.0 - np.asarray(dist, dtype=np.float32) ** 2 / 2.0 for _, dist in found], k)
-
-    def all_keys(self) -> np.ndarray:
-        return self.keys
-
-    def has(self, keys) -> np.ndarray:
-        return np.isin(np.asarray(keys, dtype=np.int64), self.keys)
-
-    def vectors(self, keys) -> np.ndarray:
-        return np.asarray(self.embeddings[positions_of(self.keys, keys)])
 
     @classmethod
     def build(cls, folder, vectors, meta, keys=None, metadata=None, seed=0) -> "AnnoyIndex":
@@ -127,41 +118,3 @@ def tune_search_k(annoy: Annoy, vectors: np.ndarray, n_trees: int, seed=0):
         return found
 
     return tuning.first_meeting(ladder, search, truth)
-
-
-def load_keys(folder, meta: dict) -> np.ndarray:
-    """keys.npy: one int64 key per indexed vector, as meta.json counts them."""
-    path = folder / "keys.npy"
-    try:
-        keys = np.load(path)
-    except (OSError, ValueError) as e:
-        raise DamagedArtefact(f"{path}: damaged ({e})") from e
-    if keys.shape != (meta["n_items"],) or keys.dtype != np.int64:
-        raise DamagedArtefact(f"{path}: damaged (holds {keys.shape} {keys.dtype}, meta.json records "
-                              f"{meta['n_items']} int64)")
-    return keys
-
-
-def positions_of(stored: np.ndarray, keys) -> np.ndarray:
-    """Where each of `keys` is in `stored` (KeyError for one that isn't)."""
-    keys = np.atleast_1d(np.asarray(keys, dtype=np.int64))
-    order = np.argsort(stored, kind="stable")
-    at = np.searchsorted(stored, keys, sorter=order).clip(0, max(len(stored) - 1, 0))
-    positions = order[at] if len(stored) else at
-    if len(keys) and (not len(stored) or (stored[positions] != keys).any()):
-        raise KeyError(f"keys not in the index: {keys[stored[positions] != keys][:5].tolist()}")
-    return positions
-
-
-def load_vectors(folder, meta: dict) -> np.ndarray:
-    """embeddings.npy, memory-mapped, with the shape and dtype meta.json records."""
-    path = folder / "embeddings.npy"
-    try:
-        vectors = np.load(path, mmap_mode="r")
-    except (OSError, ValueError) as e:
-        raise DamagedArtefact(f"{path}: damaged ({e})") from e
-    written = (meta["n_items"], meta["dim"])
-    if vectors.shape != written or vectors.dtype != np.float32:
-        raise DamagedArtefact(f"{path}: damaged (holds {vectors.shape} {vectors.dtype}, "
-                              f"meta.json records {written} float32)")
-    return vectors

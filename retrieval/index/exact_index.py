@@ -5,21 +5,20 @@ and for checking the approximate backends; changed in place like USearch."""
 import numpy as np
 
 from retrieval.errors import LookalikeError
-from retrieval.index.annoy_index import load_keys, load_vectors, positions_of
 from retrieval.index.base import FolderIndex, keys_of, padded, save
+from retrieval.index.stored_vectors import StoredVectors
 from retrieval.vectors import l2_normalise, top_k
 
 FILES = ("embeddings.npy", "keys.npy")
 
 
-class ExactIndex(FolderIndex):
+class ExactIndex(StoredVectors, FolderIndex):
     backend = "exact"
     files = FILES
     settings = {}
 
     def _load(self):
-        self.embeddings = load_vectors(self.folder, self.meta)
-        self.keys = load_keys(self.folder, self.meta)
+        self._load_stored()
 
     def summary(self) -> str:
         return "exact search"
@@ -27,15 +26,6 @@ class ExactIndex(FolderIndex):
     def search(self, queries, k, exact=True):
         rows, scores = top_k(self.embeddings, np.atleast_2d(queries), k)
         return padded(self.keys[rows], scores, k)
-
-    def all_keys(self) -> np.ndarray:
-        return self.keys
-
-    def has(self, keys) -> np.ndarray:
-        return np.isin(np.asarray(keys, dtype=np.int64), self.keys)
-
-    def vectors(self, keys) -> np.ndarray:
-        return np.asarray(self.embeddings[positions_of(self.keys, keys)])
 
     @property
     def grows_in_place(self) -> bool:
