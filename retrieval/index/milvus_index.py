@@ -116,7 +116,7 @@ class MilvusIndex(Index):
             if client.has_collection(target.name):
                 client.drop_collection(target.name)
             schema.create(client, target.name, vectors.shape[1], meta["fields"], index_type,
-                   {META: _record(meta), STATE: "building"}, METRIC)
+                          {META: _record(meta), STATE: "building"}, METRIC)
         self = cls(client, target, meta)
         self._write("insert", keys, vectors, metadata, progress)
         with one_line(target.uri, f"building collection {target.name}"):

@@ -188,13 +188,12 @@ def read_record(where: str, text, expected: dict, described: dict) -> dict:
 # ---- failures as one line
 
 def quiet():
-    """pymilvus logs every failed call with a traceback before raising, and
-    Milvus Lite its failure to start: each is raised here as one line instead.
-    (Set after importing pymilvus: its logging.config call resets levels.)"""
-    for name in ("pymilvus.decorators", "pymilvus.milvus_client", "milvus_lite.server_manager"):
+    """pymilvus logs every failed call (and failed reconnection) with a
+    traceback before raising, Milvus Lite its failure to start: each is raised
+    here as one line instead. (Set after importing pymilvus: its
+    logging.config call at import sets these loggers' levels.)"""
+    for name in ("pymilvus", "pymilvus.milvus_client", "milvus_lite.server_manager"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
-    # Milvus Lite has no iterator session timestamps: the client's own serve (one process)
-    logging.getLogger("pymilvus.client.iterator.query_iterator").setLevel(logging.ERROR)
 
 
 @contextmanager
@@ -228,6 +227,8 @@ def explain(uri: str, action: str, e: Exception, expr: str | None) -> str:
     if "UNIMPLEMENTED" in codes or "unimplemented" in low:
         return (f"{where} doesn't answer as Milvus does: is --milvus-uri its gRPC address (port 19530), not an "
                 "HTTP or proxy port, and is the server Milvus 2.5 or later?")
+    if ("fail connecting" in low or codes & {"UNAVAILABLE", "DEADLINE_EXCEEDED"}) and is_lite(uri):
+        return f"can't reach {where}: its server in this process was stopped (index closed); open it again"
     if "fail connecting" in low or codes & {"UNAVAILABLE", "DEADLINE_EXCEEDED"}:
         return f"can't reach {where}: is it running, and is --milvus-uri its gRPC address (port 19530)? ({message})"
     if getattr(e, "code", None) == 100 or "collection" in low and ("not exist" in low or "not found" in low):
