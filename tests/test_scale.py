@@ -1,6 +1,7 @@
 """Issue #23: catalogues that open without reading their images (the scan
 record), indexes that grow in place, tuning that holds."""
 
+import json
 import logging
 import os
 import shutil
@@ -79,3 +80,28 @@ def test_an_index_grows_in_place_and_a_removed_item_never_comes_back(class_folde
     assert '"id": "red/new"' in capsys.readouterr().out
     assert main(["search", *common, "--image", str(tmp_path / "kept-aside.png"), "--k", "11", "--json"]) == 0
     assert "green/green1" not in capsys.readouterr().out
+
+
+def test_milvus_backend_answers_filters_like_exact_search_and_grows(tmp_path, capsys, caplog):
+    """`--index-backend milvus` (Milvus Lite in the cache): the shop manifest's
+    `--where` searches run inside Milvus and agree with exact search; a grown
+    manifest is upserted, not rebuilt."""
+    from test_shop import shop_images, write_manifest
+
+    paths = shop_images(tmp_path / "photos")
+    manifest = write_manifest(tmp_path / "shop.csv", paths[:24])
+    common = ["--catalogue", str(manifest), "--backbone", "tiny_test", "--cache-dir", str(tmp_path / "c")]
+
+    def ids(backend, *extra):
+        assert main(["search", *common, "--index-backend", backend, "--item", "sku-3", "--k", "6", "--json",
+                     "--no-dedup", *extra]) == 0
+        return [r["id"] for r in json.loads(capsys.readouterr().out)]
+
+    for where in ("brand != query.brand", "price > 30 and in_stock == true", "label in ['red', 'blue']"):
+        assert ids("milvus", "--where", where) == ids("exact", "--where", where), where
+    write_manifest(manifest, paths)  # six more items
+    caplog.set_level(logging.INFO)
+    assert main(["index", *common, "--index-backend", "milvus"]) == 0
+    assert "6 items added, 0 removed in place" in caplog.text
+    capsys.readouterr()
+    assert ids("milvus", "--where", "brand == 'Acme'") == ids("exact", "--where", "brand == 'Acme'")

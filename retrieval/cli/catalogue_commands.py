@@ -90,6 +90,8 @@ def check(parser, args):
         parser.error("--ray-workers must be at least 1")
     if getattr(args, "ray_gpus_per_worker", 0) < 0:
         parser.error("--ray-gpus-per-worker must not be negative")
+    if (args.milvus_uri or args.milvus_token) and args.index_backend != "milvus":
+        parser.error("--milvus-uri and --milvus-token go with --index-backend milvus")
     if args.command == "evaluate" and args.json_out and Path(args.json_out).is_dir():
         parser.error(f"--json {args.json_out} is a folder; name a file to write the metrics to")
     if args.command in ("search", "recommend") and not 1 <= args.k <= MAX_K:
@@ -120,6 +122,7 @@ def recommender(args):
                             per_class=args.per_class, cache_dir=args.cache_dir, device=args.device,
                             index_dir=getattr(args, "index", None), runtime=args.runtime,
                             index_backend=args.index_backend, label_column=args.label_column, rehash=args.rehash,
+                            milvus_uri=args.milvus_uri, milvus_token=args.milvus_token,
                             engine=make_engine(args.engine, args.ray_address, args.ray_workers,
                                                args.ray_gpus_per_worker))
 
@@ -128,7 +131,7 @@ def cmd_index(args, out) -> int:
     started = time.perf_counter()
     rec = recommender(args).build(rebuild=args.rebuild)
     print(f"index: {len(rec.index)} items from {args.catalogue} with {rec.embedding_name} "
-          f"({rec.index.summary()}) in {time.perf_counter() - started:.1f}s -> {rec.index.folder}", file=out)
+          f"({rec.index.summary()}) in {time.perf_counter() - started:.1f}s -> {rec.index.location}", file=out)
     return 0
 
 

@@ -43,6 +43,10 @@ def add_engine(p: argparse.ArgumentParser):
     p.add_argument("--index-backend", default="auto", choices=INDEX_BACKENDS,
                    help="auto (default): Annoy up to 100,000 items, USearch (HNSW) beyond (BENCHMARKS.md); "
                         "exact: exact search")
+    p.add_argument("--milvus-uri", metavar="URI", help="with --index-backend milvus: http://HOST:19530 for a Milvus "
+                   "standalone or cluster (default: a Milvus Lite database in the cache; docs/scaling.md)")
+    p.add_argument("--milvus-token", metavar="TOKEN", help="with --index-backend milvus: the server's token "
+                   "(default $LOOKALIKE_MILVUS_TOKEN, which keeps it out of the shell's history)")
     p.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="what extracts missing features: this process (default) or Ray Data (docs/ray.md)")
     p.add_argument("--ray-address", help="with --engine ray: ray://HOST:10001 or auto (default: a local instance)")

@@ -14,12 +14,13 @@ from retrieval.errors import LookalikeError
 from retrieval.index.annoy_index import AnnoyIndex
 from retrieval.index.base import Index, check_fingerprints
 from retrieval.index.exact_index import ExactIndex
+from retrieval.index.milvus_index import MilvusIndex, MilvusTarget
 from retrieval.index.usearch_index import UsearchIndex
 from retrieval.store.artefacts import check_seal
 from retrieval.store.cache import read_meta
 
-BACKENDS = {cls.backend: cls for cls in (AnnoyIndex, UsearchIndex, ExactIndex)}
-CHOICES = ("auto", *BACKENDS)
+BACKENDS = {cls.backend: cls for cls in (AnnoyIndex, UsearchIndex, ExactIndex)}  # each in a folder
+CHOICES = ("auto", *BACKENDS, "milvus")  # milvus: a collection in a Milvus database (index/milvus_index.py)
 ANNOY_MAX_ITEMS = 100_000
 
 
@@ -27,7 +28,7 @@ def choose_backend(name: str, n_items: int) -> str:
     """'auto' -> annoy up to ANNOY_MAX_ITEMS items, usearch beyond."""
     if name == "auto":
         return "annoy" if n_items <= ANNOY_MAX_ITEMS else "usearch"
-    if name not in BACKENDS:
+    if name not in CHOICES:
         raise LookalikeError(f"index backend must be one of {', '.join(CHOICES)}, not {name!r}")
     return name
 
@@ -36,7 +37,10 @@ def open_index(folder, expected: dict, deep: bool | None = None, **options) -> I
     """The index in `folder` (None when there is none), by the backend its
     meta.json records; refused when built for other data (LookalikeError) or
     damaged (DamagedArtefact: a cache entry is rebuilt, a folder the user
-    named is not). `deep`: hash every file however large (artefacts.check)."""
+    named is not). `deep`: hash every file however large (artefacts.check).
+    A Milvus collection (`folder` a MilvusTarget) is opened by Milvus."""
+    if isinstance(folder, MilvusTarget):
+        return MilvusIndex.open(folder, expected)
     meta = read_meta(folder)
     if meta is None:
         return None
@@ -47,4 +51,8 @@ def open_index(folder, expected: dict, deep: bool | None = None, **options) -> I
 
 
 def build_index(folder, vectors, meta: dict, backend: str, **options) -> Index:
+    """`folder`: where (a MilvusTarget for milvus); `options`: keys, metadata, ..."""
+    if backend == "milvus":
+        return MilvusIndex.build(folder, vectors, meta, **options)
+    options.pop("metadata", None)  # only a database keeps the metadata with the vectors
     return BACKENDS[backend].build(folder, vectors, meta, **options)

@@ -43,6 +43,11 @@ class Index(ABC):
     def summary(self) -> str:
         """One line for people: the backend and the settings its tuning chose."""
 
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where it lives, for people (a folder, a database's collection)."""
+
     @abstractmethod
     def search(self, queries: np.ndarray, k: int, exact: bool = False):
         """(keys (m, k) int64, cosine scores (m, k) float32) of the k nearest
@@ -104,6 +109,10 @@ class FolderIndex(Index):
     @abstractmethod
     def _load(self):
         """Open the checked files."""
+
+    @property
+    def location(self) -> str:
+        return str(self.folder)
 
 
 def padded(rows: list, scores: list, k: int):

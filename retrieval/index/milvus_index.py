@@ -76,7 +76,7 @@ class MilvusIndex(Index):
         self.client, self.target, self.meta = client, target, meta
 
     @property
-    def where(self) -> str:
+    def location(self) -> str:
         return f"collection {self.target.name} in {place(self.target.uri)}"
 
     @property
@@ -187,7 +187,7 @@ class MilvusIndex(Index):
         if matching <= int((keys[short] >= 0).sum(axis=1).min()):
             return
         if matching > EXACT_FALLBACK:
-            log.warning("%s: a %s search returned fewer than k=%d of the %d items matching %r", self.where,
+            log.warning("%s: a %s search returned fewer than k=%d of the %d items matching %r", self.location,
                         self.meta["index_type"], k, matching, expr)
             return
         keys[short], scores[short] = self._exact(queries[short], k, expr)

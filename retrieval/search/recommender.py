@@ -2,6 +2,7 @@
 queries for one catalogue and one Embedder."""
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,7 @@ from retrieval.errors import DamagedArtefact, LookalikeError
 from retrieval.extract.features import catalogue_features, catalogue_features_fingerprint
 from retrieval.index.backends import build_index, choose_backend, open_index
 from retrieval.index.base import KIND, LEGACY
+from retrieval.index.milvus_index import MilvusTarget, collection_name, default_uri
 from retrieval.search.filtered import search_allowed
 from retrieval.search.hygiene import POOL, Hygiene, near_identical, tidy
 from retrieval.search.query import combine
@@ -59,11 +61,14 @@ class Recommender:
     """Catalogue + Embedder -> cached features -> index -> search."""
 
     def __init__(self, catalogue: Catalogue, embedder: Embedder, cache_dir=None, index_dir=None, engine=None,
-                 index_backend="auto"):
+                 index_backend="auto", milvus_uri=None, milvus_token=None):
         """`engine` extracts features the store lacks (extract.engines.make_engine;
-        default: this process); `index_backend`: auto, annoy, usearch or exact
-        (index/backends.py)."""
+        default: this process); `index_backend`: auto, annoy, usearch, exact or
+        milvus (index/backends.py), the latter at `milvus_uri` (default: a Milvus
+        Lite database in the cache) with `milvus_token` (default
+        $LOOKALIKE_MILVUS_TOKEN)."""
         self.catalogue, self.embedder, self.engine = catalogue, embedder, engine
+        self.milvus = (milvus_uri, milvus_token or os.environ.get("LOOKALIKE_MILVUS_TOKEN"))
         self.index_backend = choose_backend(index_backend, len(catalogue))
         self.cache_dir = cache_root(cache_dir)
         self.index_dir = Path(index_dir) if index_dir else None
@@ -73,12 +78,12 @@ class Recommender:
     @classmethod
     def open(cls, catalogue, backbone="auto", head=None, classes=None, per_class=None, cache_dir=None,
              device="auto", index_dir=None, runtime=None, engine=None, index_backend="auto", label_column=None,
-             rehash=False):
+             rehash=False, milvus_uri=None, milvus_token=None):
         """From specs (or a loaded Catalogue), through `create_embedder`."""
         if not isinstance(catalogue, Catalogue):
             catalogue = load_catalogue(catalogue, classes, per_class, label_column, cache_dir, rehash)
         return cls(catalogue, create_embedder(backbone, head, device, runtime, cache_dir), cache_dir, index_dir, engine,
-                   index_backend)
+                   index_backend, milvus_uri, milvus_token)
 
     @property
     def embedding_name(self) -> str:
@@ -110,14 +115,14 @@ class Recommender:
         # what an index must have been built for to serve (or grow to) this catalogue
         model = {"catalogue_source": self.catalogue.source or self.catalogue.fingerprint,
                  "embedder_fingerprint": expected["embedder_fingerprint"]}
-        folder = self.index_dir or entry_dir(self.cache_dir, "indexes", digest(model, self.index_backend, INDEX_FORMAT))
+        folder = self._location(model)
         index = None
         if not rebuild:
             try:
                 # a folder the user named is hashed whole, however large: it is
                 # refused when damaged, never rebuilt, so it must never be served damaged
                 index = open_index(folder, model, deep=self.index_dir is not None or None)
-                if index is not None and self.index_dir is None:
+                if index is not None and isinstance(folder, Path) and self.index_dir is None:
                     self._mark_used(folder)
             except DamagedArtefact as e:
                 if self.index_dir is not None:
@@ -127,14 +132,16 @@ class Recommender:
         if index is not None and index.meta.get("catalogue_fingerprint") != self.catalogue.fingerprint:
             index = self._grow(index, progress) if index.grows_in_place else None
         if index is None:
-            check_replaceable(folder, KIND, "--index", LEGACY)  # before the slow part
+            if isinstance(folder, Path):
+                check_replaceable(folder, KIND, "--index", LEGACY)  # before the slow part
             embeddings, rows = self.catalogue_embeddings(progress)
             keys, first = np.unique(self.row_keys[rows], return_index=True)  # identical images: one vector
             if progress is not None:
                 progress.start("building the index", len(keys), "items")
             meta = dict(expected, **model, catalogue=self.catalogue.spec, embedding=self.embedder.name)
             with writing(self.cache_dir):
-                index = build_index(folder, embeddings[first], meta, self.index_backend, keys=keys)
+                index = build_index(folder, embeddings[first], meta, self.index_backend, keys=keys,
+                                    metadata=self.catalogue.metadata_table.take(rows[first]))
         self.index = index
         self.indexed = self.index.has(self.row_keys)  # rows whose image is in the index (decodable ones)
         return self
@@ -148,15 +155,27 @@ class Recommender:
         new_keys, first = np.unique(self.row_keys, return_index=True)
         added = first[~np.isin(new_keys, present)]
         vectors, keys = np.zeros((0, index.meta["dim"]), dtype=np.float32), np.zeros(0, dtype=np.int64)
+        added_rows = np.zeros(0, dtype=np.int64)
         if len(added):
             subset = self.catalogue.restrict(np.sort(added), digest(self.catalogue.fingerprint, "added"))
             features, rows = catalogue_features(subset, self.embedder, self.cache_dir, progress=progress,
                                                 engine=self.engine)
-            vectors, keys = self.embedder.embed_features(features), self.row_keys[np.sort(added)][rows]
+            added_rows = np.sort(added)[rows]
+            vectors, keys = self.embedder.embed_features(features), self.row_keys[added_rows]
         log.info("index %s: %d items added, %d removed in place", index.backend, len(keys), len(removed))
+        with_metadata = {"metadata": self.catalogue.metadata_table.take(added_rows)} if index.filters_inside else {}
         with writing(self.cache_dir):
-            index.update(vectors, keys, removed, dict(self.fingerprints(), catalogue=self.catalogue.spec))
+            index.update(vectors, keys, removed, dict(self.fingerprints(), catalogue=self.catalogue.spec),
+                         **with_metadata)
         return index
+
+    def _location(self, model: dict):
+        """Where this catalogue's index lives: a folder (the one named, or one
+        in the cache by catalogue and model) or a Milvus collection."""
+        if self.index_backend == "milvus":
+            uri, token = self.milvus
+            return MilvusTarget(uri or default_uri(self.cache_dir), collection_name(model), token)
+        return self.index_dir or entry_dir(self.cache_dir, "indexes", digest(model, self.index_backend, INDEX_FORMAT))
 
     def _mark_used(self, folder: Path):
         """Mark a cached index and the feature chunks it was built from as
@@ -229,10 +248,15 @@ class Recommender:
         query_rows = query_rows or [None] * len(queries)
         out = [None] * len(queries)
         pool = k * POOL if hygiene is not None and hygiene.pools else k
-        for allowed_rows, members in self._filter_groups(where, query_rows):
-            allowed = None if allowed_rows is None else np.unique(self.row_keys[allowed_rows & self.indexed])
+        for allowed_rows, members, values in self._filter_groups(where, query_rows):
             extra = max((len(exclude_rows[i]) for i in members), default=0)
-            keys, scores = search_allowed(self.index, queries[members], pool + extra, allowed, exact)
+            if where is not None and self.index.filters_inside:  # the database runs the filter itself
+                expr = where.to_milvus(values, field=self.index.field)
+                keys, scores = self.index.search(queries[members], pool + extra, exact, expr=expr)
+                allowed_rows = None
+            else:
+                allowed = None if allowed_rows is None else np.unique(self.row_keys[allowed_rows & self.indexed])
+                keys, scores = search_allowed(self.index, queries[members], pool + extra, allowed, exact)
             for i, key_row, score_row in zip(members, keys, scores):
                 out[i] = self._results(key_row, score_row, pool, set(exclude_rows[i]), allowed_rows)
                 if hygiene is not None:
@@ -241,19 +265,20 @@ class Recommender:
         return out
 
     def _filter_groups(self, where, query_rows) -> list:
-        """[(allowed rows bool mask or None, query positions)]: one group when
-        the filter reads no query field, else one per distinct query values."""
+        """[(allowed rows bool mask or None, query positions, query values)]:
+        one group when the filter reads no query field, else one per distinct
+        query values (a database filtering inside gets no mask)."""
         everyone = list(range(len(query_rows)))
         if where is None:
-            return [(None, everyone)]
-        table = self.catalogue.metadata_table
-        if not where.uses_query:
-            return [(where.mask(table), everyone)]
+            return [(None, everyone, None)]
         groups = {}
         for i, row in enumerate(query_rows):
-            values = None if row is None else self.catalogue.metadata_of(row, where.query_fields)
+            values = None if row is None or not where.uses_query else \
+                self.catalogue.metadata_of(row, where.query_fields)
             groups.setdefault(_frozen(values), (values, []))[1].append(i)
-        return [(where.mask(table, values), members) for values, members in groups.values()]
+        inside = self.index is not None and self.index.filters_inside
+        return [(None if inside else where.mask(self.catalogue.metadata_table, values), members, values)
+                for values, members in groups.values()]
 
     def _results(self, keys, scores, k, exclude: set, allowed_rows) -> list:
         names = self.catalogue.label_names if self.catalogue.has_labels else None
