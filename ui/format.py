@@ -6,9 +6,29 @@ from retrieval.evaluation.table import metrics_table
 SIDE_TITLES = {"pretrained": "Pretrained", "finetuned": "Fine-tuned"}
 
 
+SHOWN_VALUE = 40  # characters of one metadata value in a caption
+
+
 def caption(match) -> str:
-    """Similarity, then class name; ✓ when it shares the query's class."""
-    return f"{match.score:.3f} · {'✓ ' if match.same_class else ''}{match.label}"
+    """Similarity, then class name (✓ when it shares the query's class); under
+    it the item's metadata and how many near-identical results it stands for,
+    so a shopper sees what a result is without opening it."""
+    lines = [f"{match.score:.3f} · {'✓ ' if match.same_class else ''}{match.label or match.id}"]
+    if match.metadata:
+        lines.append(metadata_line(match.metadata))
+    if match.near_identical:
+        lines.append(f"+{len(match.near_identical)} near-identical")
+    return "\n".join(lines)
+
+
+def metadata_line(metadata: dict) -> str:
+    """`make=Audi · body=Coupe · year=2012`: values cut short, numbers compact."""
+    return " · ".join(f"{name}={_value(value)}" for name, value in metadata.items())
+
+
+def _value(value) -> str:
+    text = f"{value:g}" if isinstance(value, float) else str(value)
+    return text if len(text) <= SHOWN_VALUE else text[:SHOWN_VALUE - 1] + "…"
 
 
 def side_label(title: str, side) -> str:

@@ -1,12 +1,13 @@
-"""The whole page: a status line, the Search, Metrics and Report tabs, the API
-endpoints, and the queue that bounds the requests in flight."""
+"""The whole page: a status line, the Search, Duplicates, Metrics and Report
+tabs, the API endpoints, and the queue that bounds the requests in flight."""
 
 import gradio as gr
 
 from retrieval.report.view import open_reports
 from retrieval.search.service import Service
-from ui import search_tab
+from ui import search_events, search_tab
 from ui.api import add_endpoints
+from ui.duplicates_tab import duplicates_tab
 from ui.edge import GuardedBlocks, unknown_endpoint
 from ui.format import status_markdown
 from ui.sessions import SessionSweeper
@@ -24,10 +25,21 @@ UPLOAD_SWEEP, UPLOAD_MAX_AGE = 60, 300
 # session 7) 8 served 1.10x the requests of 4 at 0.94x the CPU per request,
 # for ~100 MB more memory; 16 cost more CPU per request than 4 (session 5).
 QUERY_CONCURRENCY, QUEUE_SIZE = 8, 256
-# Result captions wrap instead of being cut off, and galleries grow to show
-# every result instead of scrolling with a half-hidden last row.
+# Galleries of results (and of catalogue items) fit their column: as many
+# columns as asked, each as wide as the column allows (gradio's 100 px minimum
+# overflowed a narrow column sideways); captions sit under their image, whole,
+# line by line (score and class, metadata, near-identical), instead of a
+# one-line label cut off over the picture; galleries grow to show every result.
 CSS = """
-.results .caption-label { white-space: normal !important; max-width: 100% !important; line-height: 1.2; }
+.results .grid-container { grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important;
+  grid-template-rows: none !important; grid-auto-rows: auto !important; }
+.results .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex !important;
+  flex-direction: column; }
+.results .thumbnail-item img { aspect-ratio: 1 / 1; height: auto !important; }
+.results .fixed-height { min-height: 0 !important; max-height: none !important; }
+.results .caption-label { position: static !important; max-width: 100% !important; white-space: pre-line !important;
+  overflow-wrap: anywhere; border: none !important; line-height: 1.25; }
+.hint { font-size: var(--text-sm); color: var(--body-text-color-subdued); }
 """
 
 
@@ -43,11 +55,13 @@ def build_demo(service: Service, reports_dir="reports") -> gr.Blocks:
         timer = gr.Timer(2, active=service.building)  # refreshes the status while indexes build
         with gr.Tab("Search"):
             tab = search_tab.layout(service, service.names(loaded_only=True)[0])
+        with gr.Tab("Duplicates"):
+            duplicates_tab(service)
         with gr.Tab("Metrics"):
             metrics_tab(service)
         with gr.Tab("Report"):
             query_maps = report_tab(service, reports, reports_dir)
-        search_tab.wire(tab, service)
+        search_events.wire(tab, service)
         tab.shown.change(place_query_function(service, reports), [tab.catalogue, tab.item, tab.shown], query_maps,
                          **private)
 

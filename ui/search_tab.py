@@ -1,16 +1,23 @@
 """The Search tab: a query (an upload, or a catalogue item clicked), the
-catalogue, backbone and k, and the two galleries side by side."""
+catalogue, backbone and k, filters (filters.py) and result hygiene, the two
+galleries side by side with 👍 / 👎 / Why? / Search with it under each
+(feedback.py keeps what was liked), and the picture of why a result matches.
+The events are wired in search_events.py."""
 
 from dataclasses import dataclass
 
 import gradio as gr
 
 from retrieval.errors import LookalikeError
+from retrieval.search.hygiene import Hygiene
 from retrieval.search.limits import MAX_K
 from retrieval.search.query import Query
 from retrieval.search.service import Service
+from ui import feedback, filters
 from ui.edge import refused, uploaded
 from ui.format import SIDE_TITLES, caption, side_label
+
+ACTIONS = {"like": "👍 More like it", "dislike": "👎 Less like it", "why": "Why?", "search": "Search with it"}
 
 
 @dataclass
@@ -28,14 +35,27 @@ class SearchTab:
     item: gr.State         # (catalogue, row) when the query is a catalogue item
     shown: gr.State        # rows of the results on show, per side
     example_rows: gr.State
+    filters: filters.Filters
+    hygiene: list          # min score, variety, collapse near-identical
+    feedback: gr.State     # feedback.empty()'s shape: the liked and disliked examples
+    in_play: list          # the liked and disliked examples' gallery, "Start over"
+    actions: dict          # side -> {action: gr.Button} (ACTIONS)
+    selected: gr.State     # side -> index of the result selected in its gallery
+    why: gr.Image
 
     @property
     def query(self) -> list:
         return [self.catalogue, self.backbone, self.k]
 
     @property
+    def inputs(self) -> list:
+        """What a search reads (search_function's arguments, in order)."""
+        return [self.image, *self.query, self.item, self.feedback, *self.hygiene, *self.filters.inputs]
+
+    @property
     def results(self) -> list:
-        return [*self.galleries.values(), self.note, self.shown]
+        """What a search writes; a new answer clears the selections."""
+        return [*self.galleries.values(), self.note, self.shown, self.selected]
 
 
 def examples_for(service: Service, catalogue: str) -> tuple:
@@ -44,84 +64,117 @@ def examples_for(service: Service, catalogue: str) -> tuple:
     return [(str(e.thumbnail), e.label) for e in examples], [e.row for e in examples]
 
 
+def query_column(service: Service, first: str) -> tuple:
+    """The left column: the query image, catalogue, backbone, k, Search, catalogue items to click
+    (and the items' rows)."""
+    first_examples, rows = examples_for(service, first)
+    image = gr.Image(label="Query image: upload, paste or snap one", sources=["upload", "clipboard", "webcam"],
+                     type="filepath", height=260, elem_id="query")
+    catalogue = gr.Dropdown(service.names(loaded_only=True), value=first, label="Catalogue")
+    backbone = gr.Dropdown(service.backbones(first), value=service.backbones(first)[0], label="Backbone")
+    k = gr.Slider(1, MAX_K, value=10, step=1, label="k (results per embedding)")
+    button = gr.Button("Search", variant="primary")
+    examples = gr.Gallery(first_examples, label="Or click a catalogue item", columns=3, height="auto",
+                          fit_columns=False, allow_preview=False, elem_id="examples", elem_classes="results")
+    return image, catalogue, backbone, k, button, examples, rows
+
+
+def hygiene_controls() -> list:
+    """Min score (0 = off), variety (0 = by score alone) and collapsing near-identical results."""
+    with gr.Row(equal_height=True):
+        return [gr.Slider(0, 1, value=0, step=0.01, label="Min score (0: off)", elem_id="min-score"),
+                gr.Slider(0, 1, value=0, step=0.05, label="Variety (0: by score alone)", elem_id="variety"),
+                gr.Checkbox(value=True, label="Collapse near-identical results", elem_id="dedup")]
+
+
+def side_column(side: str) -> tuple:
+    """One embedding's gallery and the buttons acting on its selected result."""
+    gallery = gr.Gallery(label=SIDE_TITLES[side], columns=3, height="auto", fit_columns=False, allow_preview=False,
+                         elem_id=side, elem_classes="results")
+    with gr.Row():
+        buttons = {action: gr.Button(text, size="sm", min_width=60, elem_id=f"{side}-{action}")
+                   for action, text in ACTIONS.items()}
+    return gallery, buttons
+
+
 def layout(service: Service, first: str) -> SearchTab:
     """The tab's components (inside a gr.Tab)."""
-    first_examples, first_rows = examples_for(service, first)
     with gr.Row():
-        with gr.Column(scale=1):
-            image = gr.Image(label="Query image: upload, paste or snap one", sources=["upload", "clipboard", "webcam"],
-                             type="filepath", height=260, elem_id="query")
-            catalogue = gr.Dropdown(service.names(loaded_only=True), value=first, label="Catalogue")
-            backbone = gr.Dropdown(service.backbones(first), value=service.backbones(first)[0], label="Backbone")
-            k = gr.Slider(1, MAX_K, value=10, step=1, label="k (results per embedding)")
-            button = gr.Button("Search", variant="primary")
-            examples = gr.Gallery(first_examples, label="Or click a catalogue item", columns=3, allow_preview=False,
-                                  elem_id="examples", elem_classes="results")
-        with gr.Column(scale=3), gr.Row():
-            pretrained = gr.Gallery(label=SIDE_TITLES["pretrained"], columns=3, height="auto", allow_preview=False,
-                                    elem_id="pretrained", elem_classes="results")
-            with gr.Column():
-                finetuned = gr.Gallery(label=SIDE_TITLES["finetuned"], columns=3, height="auto",
-                                       allow_preview=False, elem_id="finetuned", elem_classes="results")
-                note = gr.Markdown(elem_id="finetuned-note")
+        with gr.Column(scale=1, min_width=260):
+            image, catalogue, backbone, k, button, examples, rows = query_column(service, first)
+        with gr.Column(scale=3):
+            with gr.Accordion("Filters and result hygiene", open=True):
+                where = filters.layout(service, first)
+                hygiene = hygiene_controls()
+            in_play = feedback.layout()
+            gr.Markdown("Click a result to select it, then act on it with the buttons under its gallery.",
+                        elem_classes="hint")
+            with gr.Row():
+                with gr.Column():
+                    pretrained, pretrained_actions = side_column("pretrained")
+                with gr.Column():
+                    finetuned, finetuned_actions = side_column("finetuned")
+                    note = gr.Markdown(elem_id="finetuned-note")
+            why = gr.Image(label="Why?", type="pil", interactive=False, visible=False, height=420, elem_id="why")
     return SearchTab(image, catalogue, backbone, k, button, examples, {"pretrained": pretrained,
-                     "finetuned": finetuned}, note, gr.State(None), gr.State({}), gr.State(first_rows))
+                     "finetuned": finetuned}, note, gr.State(None), gr.State({}),
+                     gr.State(rows), where, hygiene, gr.State(feedback.empty(first)),
+                     in_play, {"pretrained": pretrained_actions, "finetuned": finetuned_actions},
+                     gr.State({}), why)
+
+
+def current_query(service: Service, image, catalogue: str, item, liked: dict) -> Query | None:
+    """The original query (the catalogue item, else the upload) plus the liked examples minus the
+    disliked, or None when there is no query yet."""
+    likes, dislikes = feedback.in_play(liked, catalogue)
+    if item and item[0] == catalogue:
+        return Query(items=[service.item_id(catalogue, item[1]), *likes], unlike_items=dislikes)
+    if image is None:
+        return None
+    return Query(images=[uploaded(image)], items=likes, unlike_items=dislikes)
 
 
 def search_function(service: Service):
-    """Both galleries for a query; `item` = (catalogue, row) when the query is
-    a catalogue item (shown apart, left out of the results)."""
-    def search(image, catalogue, backbone, k, item):
-        query_row = item[1] if item and item[0] == catalogue else None
-        if image is None and query_row is None:
-            return gr.Gallery(value=None), gr.Gallery(value=None), "", {}
+    """Both galleries for the current query, filtered and tidied as the controls say; the catalogue
+    item used as the query is shown apart and left out of the results."""
+    where = filters.where_function(service)
+
+    def search(image, catalogue, backbone, k, item, liked, min_score, variety, dedup, *filter_values):
         try:
-            query = Query(items=[service.item_id(catalogue, query_row)]) if query_row is not None \
-                else Query(images=[uploaded(image)])
-            query.k = k
+            query = current_query(service, image, catalogue, item, liked)
+            if query is None:
+                return gr.Gallery(value=None), gr.Gallery(value=None), "", {}, {}
+            query.k, query.where = k, where(catalogue, filter_values)
+            query.hygiene = Hygiene(min_score if min_score and min_score > 0 else None, variety, dedup)
             answer = service.answer(query, catalogue, backbone or None)
         except LookalikeError as e:
             raise refused(e) from e
-        outputs, shown = [], {"catalogue": catalogue}
-        for side, title in SIDE_TITLES.items():
-            results = answer.sides[side].results
-            outputs.append(gr.Gallery(value=[(str(m.thumbnail), caption(m)) for m in results],
-                                      label=side_label(title, answer.sides[side])))
-            shown[side] = [m.row for m in results]
-        return *outputs, answer.sides["finetuned"].note or "", shown
+        return render(answer, catalogue)
     return search
 
 
-def wire(tab: SearchTab, service: Service):
-    """The tab's events: searching, changing catalogue, clicking an item or a result."""
-    search = search_function(service)
-    private = {"api_visibility": "private"}
-    inputs = [tab.image, *tab.query, tab.item]
+def render(answer, catalogue: str) -> tuple:
+    """`SearchTab.results` for an answer: galleries (selection cleared), the note, the rows shown."""
+    outputs, shown = [], {"catalogue": catalogue}
+    for side, title in SIDE_TITLES.items():
+        results = answer.sides[side].results
+        outputs.append(gr.Gallery(value=[(str(m.thumbnail), caption(m)) for m in results],
+                                  label=side_label(title, answer.sides[side]), selected_index=None))
+        shown[side] = [m.row for m in results]
+    return *outputs, answer.sides["finetuned"].note or "", shown, {}
 
-    def search_item(catalogue, backbone, k, item):
-        return (str(service.thumbnail(catalogue, item[1])), item, *search(None, catalogue, backbone, k, item))
 
-    def change_catalogue(name):
-        gallery, rows = examples_for(service, name)
-        choices = service.backbones(name)
-        return gr.Dropdown(choices, value=choices[0]), gr.Gallery(gallery), rows
-
-    def pick_example(rows, name, evt: gr.SelectData):
-        return (name, rows[evt.index])
-
-    def pick_result(side):
-        def pick(rows, evt: gr.SelectData):
-            return (rows["catalogue"], rows[side][evt.index])
-        return pick
-
-    tab.button.click(search, inputs, tab.results, **private)
-    tab.image.input(lambda: None, outputs=tab.item, **private).then(search, inputs, tab.results, **private)
-    tab.backbone.input(search, inputs, tab.results, **private)
-    tab.k.release(search, inputs, tab.results, **private)
-    tab.catalogue.input(change_catalogue, tab.catalogue, [tab.backbone, tab.examples, tab.example_rows],
-                        **private).then(search, inputs, tab.results, **private)
-    for gallery, pick, source in [(tab.examples, pick_example, [tab.example_rows, tab.catalogue]),
-                                  (tab.galleries["pretrained"], pick_result("pretrained"), [tab.shown]),
-                                  (tab.galleries["finetuned"], pick_result("finetuned"), [tab.shown])]:
-        gallery.select(pick, source, tab.item, **private).then(
-            search_item, [*tab.query, tab.item], [tab.image, tab.item, *tab.results], **private)
+def why_function(service: Service, side: str):
+    """The picture of why the result selected in `side` matches the query (its first liked item or upload)."""
+    def why(image, catalogue, backbone, item, liked, shown, selected):
+        try:
+            row = feedback.selected_row(shown, selected, side)
+            query = current_query(service, image, catalogue, item, liked)
+            if query is None:
+                raise LookalikeError("no query: upload an image or click a catalogue item first")
+            result_id = service.item_id(shown["catalogue"], row)
+            picture = service.explanation(query, catalogue, side, result_id, backbone or None)
+        except LookalikeError as e:
+            raise refused(e) from e
+        return gr.Image(picture, label=f"Why {result_id}? ({SIDE_TITLES[side]})", visible=True)
+    return why
