@@ -3,8 +3,11 @@ backbone: every figure the issue asks for is there and sane."""
 
 import json
 
+import pytest
+
 from conftest import noise_shop
 from retrieval.cli.main import main
+from retrieval.errors import LookalikeError
 
 
 def test_bench_reports_every_figure(tmp_path, capsys):
@@ -42,3 +45,21 @@ def test_catalogue_scale_steps_are_measured_as_users_run_them(tmp_path, monkeypa
     assert all(row[k] > 0 for k in ("first_index_s", "reopen_s", "add_1000_s", "remove_1000_s", "query_p50_ms",
                                       "peak_rss_mb"))
     assert "| 200 | usearch |" in scale.markdown(rows)
+
+
+def test_catalogue_scale_deletes_only_what_it_made(tmp_path):
+    import retrieval.bench.catalogue_scale as scale
+
+    mine = tmp_path / "catalogue-200"
+    mine.mkdir()
+    (mine / "holiday.jpg").write_bytes(b"someone's photo")
+    with pytest.raises(LookalikeError, match="refusing"):
+        scale.catalogue_benchmark((200,), ("usearch",), workdir=tmp_path, log=lambda *a: None)
+    assert (mine / "holiday.jpg").read_bytes() == b"someone's photo"
+    (tmp_path / "catalogue-300").mkdir()
+    (tmp_path / "catalogue-300" / ".complete").write_text("300")
+    (tmp_path / "cache-300-usearch").mkdir()
+    (tmp_path / "cache-300-usearch" / "notes.txt").write_text("not a cache")
+    with pytest.raises(LookalikeError, match="not a Lookalike cache"):
+        scale.catalogue_benchmark((300,), ("usearch",), workdir=tmp_path, log=lambda *a: None)
+    assert (tmp_path / "cache-300-usearch" / "notes.txt").is_file()

@@ -16,7 +16,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from retrieval.store.atomic import MARKER, check_replaceable
+from retrieval.store.cache import check_root
+
 PER_CLASS, CHANGED, QUERIES = 200, 1_000, 200
+KIND = "bench-catalogue"  # the marker of a generated catalogue, the only kind of folder this bench deletes
 SIZE = (24, 32)  # (height, width) of the generated photos: small JPEGs, ~1 KB each
 # the step's command, run by this interpreter; prints its peak resident memory (MB) last
 STEP = ("import resource, sys; from retrieval.cli.main import main; code = main(sys.argv[1:]); "
@@ -72,14 +76,19 @@ def catalogue_benchmark(sizes=(100_000, 1_000_000), backends=("usearch",), workd
     for n in sizes:
         root = base / f"catalogue-{n}"
         if not (root / ".complete").is_file():  # generated once per size, reused by later runs
+            check_replaceable(root, KIND, "the bench's catalogue folder")  # only a folder it made before
             shutil.rmtree(root, ignore_errors=True)
+            root.mkdir(parents=True)
+            (root / MARKER).write_text(json.dumps({"kind": KIND}) + "\n")
             started = time.perf_counter()
             generate(root, n)
             (root / ".complete").write_text(str(n))
             log(f"catalogue scale: generated {n:,} images in {time.perf_counter() - started:.0f}s")
         for backend in backends:
             cache = base / f"cache-{n}-{backend}"
-            shutil.rmtree(cache, ignore_errors=True)
+            if cache.exists():
+                check_root(cache, "bench")  # a Lookalike cache from an earlier run, nothing else
+                shutil.rmtree(cache)
             extra = list((backend_args or {}).get(backend, []))
             common = ["--catalogue", str(root), "--backbone", "tiny_test", "--cache-dir", str(cache),
                       "--index-backend", backend, *extra]
