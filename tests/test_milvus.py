@@ -187,6 +187,20 @@ def test_an_unfinished_build_or_update_opens_as_absent(small):
     assert MilvusIndex.open(MilvusTarget(target.uri, "absent"), FPS) is None
 
 
+def test_a_collection_lookalike_did_not_write_is_never_dropped(small):
+    target, index, keys, vectors, table = small
+    theirs = MilvusTarget(target.uri, "theirs")
+    index.client.create_collection("theirs", dimension=4)
+    index.client.insert("theirs", [{"id": 1, "vector": [0.1, 0.2, 0.3, 0.4]}])
+    with pytest.raises(LookalikeError, match="was not written by Lookalike: refusing to drop it"):
+        MilvusIndex.build(theirs, vectors, dict(FPS, catalogue_fingerprint="c1"), keys=keys, metadata=table,
+                          progress=False)
+    assert index.client.has_collection("theirs")
+    rebuilt = MilvusIndex.build(target, vectors[:10], dict(FPS, catalogue_fingerprint="c2"), keys=keys[:10],
+                                metadata=table.slice(0, 10), progress=False)  # its own collection: replaced
+    assert rebuilt.meta["n_items"] == 10
+
+
 def test_other_fingerprints_are_refused(small):
     target, index, *_ = small
     with pytest.raises(LookalikeError, match=r"index in collection small in Milvus Lite .* was built for another "

@@ -114,6 +114,9 @@ class MilvusIndex(Index):
         client = _connect(target)
         with one_line(target.uri, f"building collection {target.name}"):
             if client.has_collection(target.name):
+                if STATE not in (client.describe_collection(target.name).get("properties") or {}):
+                    raise LookalikeError(f"collection {target.name} in {place(target.uri)} was not written by "
+                                         "Lookalike: refusing to drop it; point --milvus-uri at another database")
                 client.drop_collection(target.name)
             schema.create(client, target.name, vectors.shape[1], meta["fields"], index_type,
                           {META: _record(meta), STATE: "building"}, METRIC)
