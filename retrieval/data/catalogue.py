@@ -50,14 +50,20 @@ class Catalogue:
     # content: a grown catalogue has the same source and another fingerprint
     source: str = ""
 
+    @cached_property
+    def features(self) -> datasets.Features:
+        """The dataset's schema, read once: `Dataset.features` deep-copies it on
+        every access (25 ms with 5,000 class names, per query at a million items)."""
+        return self.dataset.features
+
     @property
     def has_labels(self) -> bool:
-        return "label" in self.dataset.features
+        return "label" in self.features
 
     @property
     def label_names(self) -> list:
         self.require_labels("class names")
-        return self.dataset.features["label"].names
+        return self.features["label"].names
 
     def require_labels(self, what: str):
         """One clear line when something needs classes this catalogue has not."""
@@ -101,7 +107,7 @@ class Catalogue:
         class name as `label` (when there are classes) and every metadata column."""
         fields = {"id": "string", **({"label": "string"} if self.has_labels else {})}
         kinds = {v: k for k, v in VALUE_TYPES.items()}
-        for name, feature in self.dataset.features.items():
+        for name, feature in self.features.items():
             if name not in BASE_COLUMNS and isinstance(feature, datasets.Value):
                 fields[name] = kinds.get(feature.dtype, "string")
         return fields
