@@ -90,7 +90,8 @@ def check(parser, args):
         parser.error("--ray-workers must be at least 1")
     if getattr(args, "ray_gpus_per_worker", 0) < 0:
         parser.error("--ray-gpus-per-worker must not be negative")
-    if (args.milvus_uri or args.milvus_token) and args.index_backend != "milvus":
+    if (getattr(args, "milvus_uri", None) or getattr(args, "milvus_token", None)) \
+            and getattr(args, "index_backend", None) != "milvus":
         parser.error("--milvus-uri and --milvus-token go with --index-backend milvus")
     if args.command == "evaluate" and args.json_out and Path(args.json_out).is_dir():
         parser.error(f"--json {args.json_out} is a folder; name a file to write the metrics to")
