@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pytorch_metric_learning.samplers import MPerClassSampler
 from tqdm.auto import tqdm
 
 from retrieval.errors import LookalikeError
@@ -20,6 +19,7 @@ from retrieval.models.whitening import fit_head_whitening, pca_whitening_head
 
 from .inputs import FrozenFeatures, StageInputs
 from .losses import create_loss
+from .sampler import MPerClassSampler
 from .split import Split, class_disjoint_split
 
 # Class proxies (proxy-anchor) start random and must travel far, while the

@@ -3,6 +3,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +162,23 @@ def test_usearch_backend_answers_like_annoy_and_auto_picks_by_size(class_folders
     assert main(["index", "--catalogue", str(class_folders), "--backbone", "tiny_test", "--index-backend", "usearch",
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     assert "(usearch, connectivity" in capsys.readouterr().out
+
+
+def test_several_decoding_threads_keep_batches_in_order(class_folders, monkeypatch):
+    """On a GPU several threads decode; batches still come back in row order
+    with the features of their own images, however the threads finish."""
+    catalogue, embedder = load_catalogue(str(class_folders)), create_embedder("tiny_test")
+    rows = list(range(len(catalogue)))
+    alone = list(local_module.local_engine(catalogue, embedder, rows, batch_size=2))
+    real_decode = local_module._decode
+
+    def late_first(catalogue, embedder, batch_rows):  # earlier batches finish last
+        time.sleep(0.05 * (len(rows) - batch_rows[0]) / len(rows))
+        return real_decode(catalogue, embedder, batch_rows)
+
+    monkeypatch.setattr(local_module, "_decode", late_first)
+    monkeypatch.setattr(local_module, "decode_workers", lambda device: 4)
+    threaded = list(local_module.local_engine(catalogue, embedder, rows, batch_size=2))
+    assert [done for done, _, _ in threaded] == [done for done, _, _ in alone]
+    for (_, features, _), (_, expected, _) in zip(threaded, alone):
+        np.testing.assert_allclose(features, expected, atol=1e-6)

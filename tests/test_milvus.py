@@ -226,6 +226,27 @@ def test_an_approximate_index_that_comes_back_short_is_refilled_exactly(small, m
     assert (hnsw.search(vectors[:4], K, exact=True)[0] == exact(keys, vectors, vectors[:4], K)[0]).all()
 
 
+def test_a_process_that_fine_tunes_can_still_search_milvus_lite(tmp_path):
+    """pytorch-metric-learning's samplers patch faiss's search process-wide,
+    and Milvus Lite runs faiss in this process: the fine-tuner imports them
+    without that patch, so filtered searches keep working after it."""
+    script = textwrap.dedent(f"""
+        import numpy as np, pyarrow as pa
+        import finetune.cli
+        from retrieval.index.milvus_index import MilvusIndex, MilvusTarget
+        vectors = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32)
+        index = MilvusIndex.build(MilvusTarget({str(tmp_path / "lite.db")!r}, "c"), vectors, {FPS!r},
+                                  keys=np.arange(50), metadata=pa.table({{"bucket": list(range(50))}}),
+                                  index_type="HNSW", progress=False)
+        found, _ = index.search(vectors[:1], 3, expr="bucket < 10")
+        print(sorted(found[0].tolist()) == sorted(set(found[0].tolist()) & set(range(10))), found[0][0] == 0)
+        """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-2:] == ["True", "True"]
+
+
 def test_a_bad_expression_is_one_line_without_a_logged_traceback(small):
     target, index, keys, vectors, table = small
     logged = []

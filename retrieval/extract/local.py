@@ -1,6 +1,8 @@
 """Extraction in this process: batches of catalogue images decoded and
-preprocessed in a thread while the backbone runs the previous batch."""
+preprocessed in threads while the backbone runs the previous batch."""
 
+import os
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -12,6 +14,7 @@ from retrieval.errors import LookalikeError
 # Images per batch: small batches keep malloc reusing memory (batches of 32
 # spent 9x the system time page-faulting and extracted 1.18x slower: BENCHMARKS.md)
 BATCH_SIZE = 8
+MAX_GPU_DECODERS = 8  # on an H200 with 16 cores: 4 to 8 threads 1.32x one, more no faster (GIL)
 
 
 def local_engine(catalogue: Catalogue, embedder: Embedder, rows, batch_size=BATCH_SIZE):
@@ -22,19 +25,28 @@ def local_engine(catalogue: Catalogue, embedder: Embedder, rows, batch_size=BATC
 
 
 def local_batches(catalogue: Catalogue, embedder: Embedder, rows, run, batch_size=BATCH_SIZE):
-    """(rows done, run(batch), skip messages) per batch of `rows`: this
-    process's extraction. The next batch is decoded and preprocessed in a
-    thread (PIL and torch release the GIL) while `run` works on this one."""
+    """(rows done, run(batch), skip messages) per batch of `rows`, in order:
+    this process's extraction. The next batches are decoded and preprocessed
+    in threads (PIL and torch release the GIL) while `run` works on this one."""
     rows = list(rows)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as decoder:
-        pending = None
+    workers = decode_workers(embedder.backbone.device)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="decode") as decoder:
+        pending = deque()
         for start in range(0, len(rows), batch_size):
-            decoding = decoder.submit(_decode, catalogue, embedder, rows[start:start + batch_size])
-            if pending is not None:
-                yield _run(run, *pending.result())
-            pending = decoding
-        if pending is not None:
-            yield _run(run, *pending.result())
+            pending.append(decoder.submit(_decode, catalogue, embedder, rows[start:start + batch_size]))
+            if len(pending) > workers:
+                yield _run(run, *pending.popleft().result())
+        while pending:
+            yield _run(run, *pending.popleft().result())
+
+
+def decode_workers(device: torch.device) -> int:
+    """Decoding threads: one on the CPU, whose cores run the network too; on
+    a GPU the cores only decode, and one thread left CUDA extraction no
+    faster than the single-threaded pipeline (BENCHMARKS.md, "GPU")."""
+    if device.type == "cpu":
+        return 1
+    return max(1, min(MAX_GPU_DECODERS, (os.cpu_count() or 2) - 1))
 
 
 def _decode(catalogue: Catalogue, embedder: Embedder, rows) -> tuple:
