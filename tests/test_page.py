@@ -134,8 +134,8 @@ def test_search_applies_feedback_filters_and_hygiene(store):
     ids = dict.fromkeys(("pretrained", "finetuned"))
 
     def run(**kwargs):
-        *galleries, _, shown, selected = search(*search_args(service, **kwargs))
-        assert selected == {}
+        *galleries, _, shown, selected, why = search(*search_args(service, **kwargs))
+        assert selected == {} and why.visible is False  # a new answer: nothing selected, no Why? of the last
         for side in ids:
             ids[side] = [service.item_id("store", r) for r in shown[side]]
         return galleries

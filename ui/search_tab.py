@@ -54,8 +54,8 @@ class SearchTab:
 
     @property
     def results(self) -> list:
-        """What a search writes; a new answer clears the selections."""
-        return [*self.galleries.values(), self.note, self.shown, self.selected]
+        """What a search writes; a new answer clears the selections and hides the last Why?."""
+        return [*self.galleries.values(), self.note, self.shown, self.selected, self.why]
 
 
 def examples_for(service: Service, catalogue: str) -> tuple:
@@ -143,7 +143,7 @@ def search_function(service: Service):
         try:
             query = current_query(service, image, catalogue, item, liked)
             if query is None:
-                return gr.Gallery(value=None), gr.Gallery(value=None), "", {}, {}
+                return gr.Gallery(value=None), gr.Gallery(value=None), "", {}, {}, hidden_why()
             query.k, query.where = k, where(catalogue, filter_values)
             query.hygiene = Hygiene(min_score if min_score and min_score > 0 else None, variety, dedup)
             answer = service.answer(query, catalogue, backbone or None)
@@ -161,7 +161,12 @@ def render(answer, catalogue: str) -> tuple:
         outputs.append(gr.Gallery(value=[(str(m.thumbnail), caption(m)) for m in results],
                                   label=side_label(title, answer.sides[side]), selected_index=None))
         shown[side] = [m.row for m in results]
-    return *outputs, answer.sides["finetuned"].note or "", shown, {}
+    return *outputs, answer.sides["finetuned"].note or "", shown, {}, hidden_why()
+
+
+def hidden_why() -> gr.Image:
+    """A new answer hides the picture that explained the last one."""
+    return gr.Image(value=None, visible=False)
 
 
 def why_function(service: Service, side: str):
