@@ -44,6 +44,10 @@ MAX_K = 16_384  # Milvus' limit on topk and on queries per request
 KEYS_PER_REQUEST = 10_000  # in `lookalike_key in [...]` and get(ids=...)
 EXACT_FALLBACK = 50_000  # a short filtered result is redone exactly when at most this many match
 CONNECT_SECONDS = 10
+# pymilvus pings every 10 s even when idle; Milvus Lite's gRPC server allows one
+# ping in 5 minutes without calls and sends GOAWAY after 30 s idle (during an
+# extraction, say), failing the call that meets it (the 100k bench run did)
+LITE_GRPC = {"grpc.keepalive_time_ms": 600_000}
 AUDIT_QUERIES = 200
 MAX_META_BYTES = 64 * 1024
 
@@ -340,4 +344,5 @@ def _connect(target: MilvusTarget):
 
     schema.quiet()
     with one_line(uri, "connecting"):
-        return MilvusClient(uri=uri, token=target.token or "", timeout=CONNECT_SECONDS)
+        return MilvusClient(uri=uri, token=target.token or "", timeout=CONNECT_SECONDS,
+                            **({"grpc_options": LITE_GRPC} if is_lite(uri) else {}))
