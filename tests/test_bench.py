@@ -17,7 +17,9 @@ def test_bench_reports_every_figure(tmp_path, capsys):
                  "--index-sizes", "--filter-sizes", "--json", str(out)]) == 0  # index and filters: tests below
     results = json.loads(out.read_text())
     rows = {row["pipeline"]: row for row in results["embed"]}
-    assert set(rows) == {"naive", "eager", "openvino", "product"} and rows["product"]["runtime"] == "openvino-bf16"
+    assert set(rows) == {"naive", "eager", "openvino", "openvino-bf16", "openvino-int8", "product"}
+    assert rows["product"]["runtime"] == "openvino-int8"  # this CPU has VNNI
+    assert rows["openvino-int8"]["runtime"] == "openvino-int8" and rows["openvino-int8"]["max_abs_diff_vs_eager"] > 0
     assert results["embed_images_per_s"] > 0 and results["embed_speedup"] > 0
     assert rows["openvino"]["max_abs_diff_vs_eager"] <= 1e-4 and 0 <= rows["product"]["recall_at_1"] <= 1
     assert results["query_p50_ms"] > 0 and results["add_20_seconds"] > 0

@@ -47,10 +47,14 @@ def shop(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tuned():
+def tuned(shop, tmp_path_factory):
     """tiny_test with its last two stages changed, as `--unfreeze` training
-    leaves them, and already used here (what it cached stays here)."""
-    backbone = create_embedder("tiny_test").backbone
+    leaves them, and already used here (what it cached stays here, in a cache
+    the workers don't share, as on a cluster's other nodes). Its runtime is
+    auto's: int8 on a CPU with VNNI, calibrated on the shop, which the
+    workers can't see: they must run this network, not one of their own."""
+    backbone = create_embedder("tiny_test", cache_dir=tmp_path_factory.mktemp("driver-cache")).backbone
+    backbone.calibrate_on(shop)
     tail = copy.deepcopy(backbone.model.tail(2))
     with torch.no_grad():
         for p in tail.parameters():

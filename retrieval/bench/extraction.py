@@ -5,8 +5,9 @@ written as JSON.
 - extraction images/s: a naive loop (one image at a time at 224x224, one
   view, eager torch: where the seed project started), today's eager pipeline
   (our preprocessing and views, batches of 8, torch), the product's engine
-  (decoding in a thread) with OpenVINO float32 (the same features) and with
-  the default runtime (bfloat16 where the CPU has it); each ratio against the
+  (decoding in a thread) with the default runtime and, on the CPU, with each
+  OpenVINO runtime: float32 (the same features), bfloat16 and int8 (NNCF,
+  when installed; calibrated on the sample); each ratio against the
   eager pipeline, and R@1 of each one's features on the same images;
 - single-query latency p50/p95 end to end (file -> results) for the
   pretrained embedding and, with --head, the fine-tuned one;
@@ -16,6 +17,7 @@ written as JSON.
 - peak memory of this process.
 """
 
+import functools
 import json
 import logging
 import resource
@@ -34,6 +36,7 @@ from retrieval.embedding.embedder import create_embedder
 from retrieval.evaluation.metrics import retrieval_metrics
 from retrieval.extract.local import local_engine
 from retrieval.models import views as view_ops
+from retrieval.models.backbones import default_device
 from retrieval.search.recommender import Recommender
 
 log = logging.getLogger(__name__)
@@ -78,7 +81,8 @@ def extraction_figures(catalogue_spec, backbone, head, per_class, rounds, cache_
     by_name = {row["pipeline"]: row for row in results["embed"]}
     results["embed_images_per_s"] = by_name["product"]["images_per_s"]
     results["embed_speedup"] = by_name["product"]["speedup"]
-    results["embed_speedup_same_features"] = by_name["openvino"]["speedup"]
+    results["device"] = str(default_device())
+    results["embed_speedup_same_features"] = by_name.get("openvino", {}).get("speedup")
     with tempfile.TemporaryDirectory(prefix="lookalike-bench-") as scratch:
         cache = Path(cache_dir) if cache_dir else Path(scratch)
         results.update(add_images(catalogue, backbone, cache))
@@ -90,14 +94,18 @@ def extraction_figures(catalogue_spec, backbone, head, per_class, rounds, cache_
 def embed_throughput(sample: Catalogue, backbone: str, rounds: int) -> list:
     """images/s of each pipeline over the same images, rounds interleaved so
     that a busy machine slows them alike; the median round counts."""
-    torch_embedder = create_embedder(backbone, runtime="torch")
-    openvino, product = create_embedder(backbone, runtime="openvino"), create_embedder(backbone)
+    torch_embedder, product = create_embedder(backbone, runtime="torch"), create_embedder(backbone)
     pipelines = {
         "naive": lambda images: _naive(images, torch_embedder),
         "eager": lambda images: _eager(images, torch_embedder),
-        "openvino": lambda images: _product(images, openvino),
         "product": lambda images: _product(images, product),
     }
+    if product.backbone.device.type == "cpu":  # OpenVINO runs on the CPU only
+        for runtime in ("openvino", "openvino-bf16", *(["openvino-int8"] if _has_nncf() else [])):
+            embedder = create_embedder(backbone, runtime=runtime)
+            embedder.backbone.calibrate_on(sample)  # int8: as the product calibrates on the catalogue it serves
+            pipelines[runtime] = functools.partial(_product, embedder=embedder)
+    product.backbone.calibrate_on(sample)
     first = sample.restrict(range(min(8, len(sample))))
     for pipeline in pipelines.values():  # networks converted, first-call costs paid
         pipeline(first)
@@ -113,7 +121,7 @@ def embed_throughput(sample: Catalogue, backbone: str, rounds: int) -> list:
     for name in pipelines:
         median = statistics.median(seconds[name])
         embeddings = view_ops.pool(features[name])
-        runtime = {"naive": "torch", "eager": "torch", "openvino": "openvino"}.get(name, product.backbone.runtime)
+        runtime = {"naive": "torch", "eager": "torch", "product": product.backbone.runtime}.get(name, name)
         rows.append({"pipeline": name, "runtime": runtime, "images": len(sample),
                      "images_per_s": round(len(sample) / median, 2),
                      "speedup": round(eager_s / median, 2),
@@ -121,6 +129,12 @@ def embed_throughput(sample: Catalogue, backbone: str, rounds: int) -> list:
                      "max_abs_diff_vs_eager": None if name == "naive" else
                      float(np.abs(features[name] - features["eager"]).max())})
     return rows
+
+
+def _has_nncf() -> bool:
+    from importlib.util import find_spec
+
+    return find_spec("nncf") is not None
 
 
 def _naive(sample: Catalogue, embedder) -> np.ndarray:
@@ -131,8 +145,8 @@ def _naive(sample: Catalogue, embedder) -> np.ndarray:
     out = []
     with torch.inference_mode():
         for row in range(len(sample)):
-            x = transform(sample.image(row))[None]
-            out.append(embedder.backbone.model(x).numpy()[:, None])
+            x = transform(sample.image(row))[None].to(embedder.backbone.device)
+            out.append(embedder.backbone.model(x).cpu().numpy()[:, None])
     return np.concatenate(out)
 
 
@@ -212,7 +226,8 @@ def markdown(results: dict) -> str:
 
 
 def extraction_markdown(results: dict) -> list:
-    lines = ["| pipeline | runtime | images | images/s | vs eager | R@1 | max abs diff vs eager |",
+    lines = [f"Extraction on {results['device']}:", "",
+             "| pipeline | runtime | images | images/s | vs eager | R@1 | max abs diff vs eager |",
              "|---|---|---|---|---|---|---|"]
     for r in results["embed"]:
         diff = "-" if r["max_abs_diff_vs_eager"] is None else f"{r['max_abs_diff_vs_eager']:.1e}"

@@ -37,9 +37,10 @@ def add_engine(p: argparse.ArgumentParser):
     """Head, runtime, index backend and what extracts features."""
     p.add_argument("--head", help="fine-tuned embedding: a RUN_DIR from `python -m finetune` or hub:OWNER/NAME "
                                   "(default: the pretrained features)")
-    p.add_argument("--runtime", help="what runs the backbone: auto (default: OpenVINO on the CPU, in bfloat16 "
-                                     "where the CPU has it), torch, openvino, openvino-bf16 "
-                                     "(default $LOOKALIKE_RUNTIME)")
+    p.add_argument("--runtime", help="what runs the backbone: auto (default: OpenVINO on the CPU, in int8 where "
+                                     "the CPU has VNNI and NNCF is installed, else in bfloat16 where the CPU has "
+                                     "it), torch, openvino, openvino-bf16, openvino-int8 (quantised by NNCF, "
+                                     "calibrated on the catalogue) (default $LOOKALIKE_RUNTIME)")
     p.add_argument("--index-backend", default="auto", choices=INDEX_BACKENDS,
                    help="auto (default): Annoy up to 100,000 items, USearch (HNSW) beyond (BENCHMARKS.md); "
                         "exact: exact search")

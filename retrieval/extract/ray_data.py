@@ -163,7 +163,10 @@ def _payload(embedder: "Embedder") -> bytes:
     from retrieval.embedding.embedder import Embedder
 
     buffer = io.BytesIO()
-    torch.save(Embedder(replace(embedder.backbone), embedder.views), buffer, pickle_module=cloudpickle)
+    backbone = replace(embedder.backbone, calibration=None)  # the catalogue stays here
+    # int8: the driver's network itself (a worker's own would be calibrated apart: other features)
+    network = embedder.backbone.network_bytes()
+    torch.save((Embedder(backbone, embedder.views), network), buffer, pickle_module=cloudpickle)
     return buffer.getvalue()
 
 
@@ -175,13 +178,15 @@ class _Extractor:
         import torch
 
         device = torch.device("cuda" if gpu and torch.cuda.is_available() else "cpu")
-        embedder = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
+        embedder, network = torch.load(io.BytesIO(payload), map_location=device, weights_only=False)
         backbone = embedder.backbone
         runtime = backbone.runtime if device.type == "cpu" else "torch"  # OpenVINO runs on CPUs only
         model = backbone.model.to(device, memory_format=torch.channels_last)
         # the driver's cache root may not exist here: the worker caches its converted network in its own
         self.embedder = replace(embedder, backbone=replace(backbone, model=model, device=device, runtime=runtime,
                                                            cache_dir=None))
+        if network is not None and runtime == "openvino-int8":
+            self.embedder.backbone.use_network(*network)
 
     def __call__(self, batch: dict) -> dict:
         errors = [str(e) for e in batch["error"]]

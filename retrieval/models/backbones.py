@@ -8,6 +8,7 @@ can't be had is an error listing the alternatives. `tiny_test` is a small
 random CNN with fixed weights for fast tests of the mechanics.
 """
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -19,8 +20,10 @@ import torch
 from torch import nn
 
 from retrieval.errors import LookalikeError
+from retrieval.models.folding import fold_batchnorm
 from retrieval.models.preprocessing import Preprocessing
-from retrieval.models.runtimes import PRECISIONS, feature_precision, openvino_runner, resolve_runtime
+from retrieval.models.quantise import calibration_set
+from retrieval.models.runtimes import feature_precision, openvino_runner, resolve_runtime, runner_from_bytes
 from retrieval.models.stages import StagedNet
 from retrieval.store.fingerprint import digest
 
@@ -51,6 +54,7 @@ class Backbone:
     device: torch.device
     runtime: str = "torch"      # what runs inference (runtimes.py): resolved, never "auto"
     cache_dir: Path | None = None  # cache root of its converted network (None: the default root)
+    calibration: object = field(default=None, repr=False, compare=False)  # int8: a Catalogue (calibrate_on)
 
     @property
     def name(self) -> str:
@@ -76,9 +80,18 @@ class Backbone:
     def fingerprint(self) -> str:
         """Names the features: config() plus what the runtime changes in them
         (not in config(): a head trained on float32 features may still be
-        served bfloat16 ones, when measured to keep the ranking)."""
+        served bfloat16 or int8 ones, when measured to keep the ranking).
+        int8 features are named by their network's calibration images too:
+        asking for them makes (or loads) that network."""
         precision = feature_precision(self.runtime)
+        if precision == "int8":
+            runner = self._openvino
+            precision = f"int8:{runner.calibration}" if runner is not None else None  # None: torch ran it
         return digest("backbone", self.config(), *([precision] if precision else []))
+
+    def calibrate_on(self, catalogue) -> None:
+        """An int8 network still to make is calibrated on `catalogue` (the first given; quantise.py)."""
+        self.calibration = self.calibration if self.calibration is not None else catalogue
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -96,13 +109,27 @@ class Backbone:
     @cached_property
     def _openvino(self) -> Callable | None:
         """The network compiled by OpenVINO; None (torch runs it) if it can't be converted."""
+        int8, size = self.runtime == "openvino-int8", self.spec.preprocessing.size
+        # int8: the network is named by the float features' fingerprint (its own names its calibration)
+        fingerprint = digest("backbone", self.config()) if int8 else self.fingerprint
+        calibrate = functools.partial(calibration_set, self.preprocess, size, self.calibration)
         try:
-            return openvino_runner(self.model, self.spec.preprocessing.size, self.fingerprint,
-                                   PRECISIONS[self.runtime], self.cache_dir)
+            return openvino_runner(self.model, size, fingerprint, self.runtime, self.cache_dir, calibrate)
+        except LookalikeError:
+            raise
         except Exception as e:  # a network OpenVINO can't convert still runs, slower
             log.warning("%s: OpenVINO could not convert it (%s: %s); running it in torch",
                         self.name, type(e).__name__, e)
             return None
+
+    def network_bytes(self) -> tuple | None:
+        """(model.xml, model.bin, calibration) of its int8 network for another process (use_network), or None."""
+        runner = self._openvino if self.runtime == "openvino-int8" else None
+        return None if runner is None else (*runner.network_bytes(), runner.calibration)
+
+    def use_network(self, xml: bytes, weights: bytes, calibration: str):
+        """Run another process's int8 network (a Ray worker: the driver's), not one of its own."""
+        self.__dict__["_openvino"] = runner_from_bytes(xml, weights, self.runtime, calibration)
 
     def with_tail(self, tail, tag: str) -> "Backbone":
         """This backbone with its last stages replaced by fine-tuned ones
@@ -175,28 +202,6 @@ def create_backbone(name: str = "auto", device: str = "auto", pretrained: bool =
     # channels_last: 1.8x faster on this CPU for efficientnet_lite0 (BENCHMARKS.md)
     model = fold_batchnorm(model.eval()).requires_grad_(False).to(dev, memory_format=torch.channels_last)
     return Backbone(spec, model, weights, dev, resolve_runtime(runtime, dev), Path(cache_dir) if cache_dir else None)
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """Fold each BatchNorm that directly follows a convolution into it (eval
-    mode only: running statistics become a scale and a bias), in place. Same
-    outputs, 12% faster efficientnet_lite0 queries here (BENCHMARKS.md).
-    Relies on modules being registered in the order they run, as in timm's and
-    torchvision's CNNs (tests/test_backbones.py checks the outputs)."""
-    names = list(model._modules)
-    for conv_name, bn_name in zip(names, names[1:]):
-        conv, bn = model._modules[conv_name], model._modules[bn_name]
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
-            conv.weight.mul_(scale[:, None, None, None])
-            conv.bias = nn.Parameter(bn.bias + (bias - bn.running_mean) * scale)
-            # timm's BatchNormAct2d carries its activation: keep that part
-            model._modules[bn_name] = nn.Sequential(bn.drop, bn.act) if hasattr(bn, "act") else nn.Identity()
-    for child in model.children():
-        fold_batchnorm(child)
-    return model
 
 
 def _offline() -> bool:

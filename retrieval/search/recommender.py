@@ -68,6 +68,7 @@ class Recommender:
         Lite database in the cache) with `milvus_token` (default
         $LOOKALIKE_MILVUS_TOKEN)."""
         self.catalogue, self.embedder, self.engine = catalogue, embedder, engine
+        embedder.backbone.calibrate_on(catalogue)  # an int8 network still to make is calibrated on it
         self.milvus = (milvus_uri, milvus_token or os.environ.get("LOOKALIKE_MILVUS_TOKEN"))
         self.index_backend = choose_backend(index_backend, len(catalogue))
         self.cache_dir = cache_root(cache_dir)
