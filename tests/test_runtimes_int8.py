@@ -105,3 +105,12 @@ def test_calibration_leaves_out_unreadable_images(class_folders):
     images, name = quantise.calibration_set(backbone.preprocess, (32, 32), catalogue)
     kept = [key for key, item in zip(catalogue.keys, catalogue.ids) if item != "red/red1"]
     assert images.shape == (11, 3, 32, 32) and name == digest("catalogue", kept)
+
+
+def test_fine_tuned_stages_run_in_float(own_cache):
+    """int8 was measured on pretrained networks only: a backbone given
+    fine-tuned last stages (--unfreeze) leaves int8 for a float runtime."""
+    backbone = create_backbone("tiny_test", runtime="openvino-int8")
+    tail = backbone.with_tail(backbone.model.tail(len(backbone.model.stages) - 1), "tail:test")
+    assert backbone.runtime == "openvino-int8" and tail.runtime in ("openvino-bf16", "openvino")
+    assert tail.fingerprint != backbone.fingerprint

@@ -23,7 +23,13 @@ from retrieval.errors import LookalikeError
 from retrieval.models.folding import fold_batchnorm
 from retrieval.models.preprocessing import Preprocessing
 from retrieval.models.quantise import calibration_set
-from retrieval.models.runtimes import feature_precision, openvino_runner, resolve_runtime, runner_from_bytes
+from retrieval.models.runtimes import (
+    feature_precision,
+    float_runtime,
+    openvino_runner,
+    resolve_runtime,
+    runner_from_bytes,
+)
 from retrieval.models.stages import StagedNet
 from retrieval.store.fingerprint import digest
 
@@ -133,10 +139,10 @@ class Backbone:
 
     def with_tail(self, tail, tag: str) -> "Backbone":
         """This backbone with its last stages replaced by fine-tuned ones
-        (`tag` names them in fingerprints)."""
+        (`tag` names them in fingerprints), run in float (float_runtime)."""
         model = self.model.with_tail(tail).eval().requires_grad_(False)
         return replace(self, model=model.to(self.device, memory_format=torch.channels_last),
-                       weights=f"{self.weights}+{tag}")
+                       weights=f"{self.weights}+{tag}", runtime=float_runtime(self.runtime))
 
 
 _REGISTRY: dict = {}

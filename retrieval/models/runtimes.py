@@ -78,6 +78,14 @@ def resolve_runtime(name: str | None, device: torch.device) -> str:
     return name
 
 
+def float_runtime(runtime: str) -> str:
+    """The runtime for a network with fine-tuned stages: int8 was measured on
+    pretrained networks only (protocol A), so those run in the best float one."""
+    if runtime != "openvino-int8":
+        return runtime
+    return "openvino-bf16" if _cpu_has_bf16() else "openvino"
+
+
 def feature_precision(runtime: str) -> str | None:
     """What the runtime changes in the features (None: nothing; they are
     torch's). int8 features are further named by their calibration
