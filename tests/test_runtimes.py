@@ -38,9 +38,9 @@ def test_bfloat16_features_are_cached_apart(own_cache):
 
 def test_auto_is_openvino_on_the_cpu_and_bad_names_are_one_error(own_cache, monkeypatch):
     assert resolve_runtime("auto", torch.device("cpu")) == "openvino-int8"  # this CPU has AVX-512 VNNI, NNCF is here
-    monkeypatch.setattr(runtimes, "_has_nncf", lambda: False)
+    monkeypatch.setattr(runtimes, "has_nncf", lambda: False)
     assert resolve_runtime("auto", torch.device("cpu")) == "openvino-bf16"  # and AVX-512 BF16
-    monkeypatch.setattr(runtimes, "_has_nncf", lambda: True)
+    monkeypatch.setattr(runtimes, "has_nncf", lambda: True)
     monkeypatch.setattr(runtimes, "_cpu_has_vnni", lambda: False)
     assert resolve_runtime("auto", torch.device("cpu")) == "openvino-bf16"
     monkeypatch.setattr(runtimes, "_cpu_has_bf16", lambda: False)

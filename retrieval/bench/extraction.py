@@ -37,6 +37,7 @@ from retrieval.evaluation.metrics import retrieval_metrics
 from retrieval.extract.local import local_engine
 from retrieval.models import views as view_ops
 from retrieval.models.backbones import default_device
+from retrieval.models.quantise import has_nncf
 from retrieval.search.recommender import Recommender
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def embed_throughput(sample: Catalogue, backbone: str, rounds: int) -> list:
         "product": lambda images: _product(images, product),
     }
     if product.backbone.device.type == "cpu":  # OpenVINO runs on the CPU only
-        for runtime in ("openvino", "openvino-bf16", *(["openvino-int8"] if _has_nncf() else [])):
+        for runtime in ("openvino", "openvino-bf16", *(["openvino-int8"] if has_nncf() else [])):
             embedder = create_embedder(backbone, runtime=runtime)
             embedder.backbone.calibrate_on(sample)  # int8: as the product calibrates on the catalogue it serves
             pipelines[runtime] = functools.partial(_product, embedder=embedder)
@@ -129,12 +130,6 @@ def embed_throughput(sample: Catalogue, backbone: str, rounds: int) -> list:
                      "max_abs_diff_vs_eager": None if name == "naive" else
                      float(np.abs(features[name] - features["eager"]).max())})
     return rows
-
-
-def _has_nncf() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("nncf") is not None
 
 
 def _naive(sample: Catalogue, embedder) -> np.ndarray:

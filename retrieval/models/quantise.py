@@ -44,9 +44,13 @@ SYNTHETIC_SEED = 0
 STAGE_PREFIX = "__module.stages."  # ov.convert_model names a StagedNet's stage ops so
 
 
+def has_nncf() -> bool:
+    return find_spec("nncf") is not None
+
+
 def nncf_version() -> str:
     """NNCF's installed version; a one-line LookalikeError when it isn't installed."""
-    if find_spec("nncf") is None:
+    if not has_nncf():
         raise LookalikeError("runtime openvino-int8 needs NNCF: pip install nncf==3.4.0")
     return metadata.version("nncf")
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from retrieval.errors import DamagedArtefact, LookalikeError
-from retrieval.models.quantise import nncf_version
+from retrieval.models.quantise import has_nncf, nncf_version
 from retrieval.store.artefacts import check, check_seal, record, seal
 from retrieval.store.atomic import atomic_dir, write_json
 from retrieval.store.cache import cache_root, entry_dir, mark_used, read_meta
@@ -68,7 +68,7 @@ def resolve_runtime(name: str | None, device: torch.device) -> str:
     if name == "auto":
         if not _has_openvino():
             return "torch"
-        if _cpu_has_vnni() and _has_nncf():
+        if _cpu_has_vnni() and has_nncf():
             return "openvino-int8"
         return "openvino-bf16" if _cpu_has_bf16() else "openvino"
     if name.startswith("openvino") and not _has_openvino():
@@ -220,12 +220,6 @@ def _cpu_has_vnni() -> bool:
     except OSError:
         return False
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
-
-
-def _has_nncf() -> bool:
-    from importlib.util import find_spec
-
-    return find_spec("nncf") is not None
 
 
 def _has_openvino() -> bool:
