@@ -136,20 +136,22 @@ def check_meta(folder: Path, meta: dict, settings: dict):
                               f"(missing or invalid: {', '.join(wrong)})")
 
 
-def check_fingerprints(folder: Path, meta: dict, expected: dict):
-    """A fingerprint missing from meta.json is damage; one that differs means
-    the index was built for another catalogue or model."""
+def check_fingerprints(place, meta: dict, expected: dict, record=None, elsewhere: str = "--index"):
+    """A fingerprint missing from an index's record (`record`, default
+    `place`/meta.json) is damage; one that differs means the index in `place`
+    was built for another catalogue or model (`elsewhere`: the flag that
+    points to another one)."""
+    record = record or Path(place) / "meta.json"
     missing = [key for key in expected if key not in meta]
     if missing:
-        raise DamagedArtefact(f"{folder / 'meta.json'}: damaged or written by an older Lookalike "
-                              f"(missing: {', '.join(missing)})")
+        raise DamagedArtefact(f"{record}: damaged or written by an older Lookalike (missing: {', '.join(missing)})")
     wrong = {k: (meta[k], v) for k, v in expected.items() if meta[k] != v}
     if wrong:
         detail = "; ".join(f"{k}: index has {a!r}, wanted {b!r}" for k, (a, b) in wrong.items())
         raise LookalikeError(
-            f"index in {folder} was built for another catalogue or model ({detail}). "
-            "Rebuild it with `python -m retrieval index` for this catalogue/backbone/head, "
-            "or point --index elsewhere")
+            f"index in {place} was built for another catalogue or model ({detail}). "
+            "Rebuild it with `python -m retrieval index --rebuild` for this catalogue/backbone/head, "
+            f"or point {elsewhere} elsewhere")
 
 
 def save(folder, meta: dict, write_files) -> dict:

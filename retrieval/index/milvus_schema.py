@@ -21,6 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from retrieval.errors import DamagedArtefact, LookalikeError
+from retrieval.index.base import check_fingerprints
 
 KEY, VECTOR = "lookalike_key", "lookalike_vector"
 KINDS = ("int64", "double", "bool", "varchar")
@@ -158,8 +159,8 @@ def create(client, name: str, dim: int, fields: dict, index_type: str, propertie
 
 def read_record(where: str, text, expected: dict, described: dict) -> dict:
     """The meta a collection records (its property), checked: a damaged
-    record is a DamagedArtefact, other fingerprints a LookalikeError worded
-    as base.check_fingerprints words a folder's."""
+    record is a DamagedArtefact, other fingerprints a LookalikeError (as a
+    folder's: base.check_fingerprints)."""
     try:
         meta = json.loads(text)
     except (TypeError, ValueError):
@@ -167,15 +168,7 @@ def read_record(where: str, text, expected: dict, described: dict) -> dict:
     if not isinstance(meta, dict) or meta.get("backend") != "milvus" or not isinstance(meta.get("fields"), dict):
         raise DamagedArtefact(f"{where}: its record is damaged or was not written by Lookalike; rebuild it "
                               "(`python -m retrieval index --rebuild`)")
-    missing = [key for key in expected if key not in meta]
-    if missing:
-        raise DamagedArtefact(f"{where}: damaged or written by an older Lookalike (missing: {', '.join(missing)})")
-    wrong = {k: (meta[k], v) for k, v in expected.items() if meta[k] != v}
-    if wrong:
-        detail = "; ".join(f"{k}: index has {a!r}, wanted {b!r}" for k, (a, b) in wrong.items())
-        raise LookalikeError(f"index in {where} was built for another catalogue or model ({detail}). Rebuild it "
-                             "with `python -m retrieval index --rebuild` for this catalogue/backbone/head, or point "
-                             "--milvus-uri elsewhere")
+    check_fingerprints(where, meta, expected, record=where, elsewhere="--milvus-uri")
     have = {f["name"]: f for f in described.get("fields", [])}
     lacking = [f for f in [KEY, VECTOR, *(s["field"] for s in meta["fields"].values())] if f not in have]
     dim = (have.get(VECTOR) or {}).get("params", {}).get("dim")
