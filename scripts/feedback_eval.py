@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 
+from retrieval.search.query import combine
 from retrieval.search.recommender import Recommender
 from retrieval.vectors import l2_normalise
 
@@ -25,11 +26,8 @@ TOP, DRAWS, WEIGHTS = 10, 5, (0.0, 0.25, 0.5, 1.0)
 
 
 def scores(rule: str, emb: np.ndarray, liked: list, disliked: list, w: float) -> np.ndarray:
-    if rule == "mean":
-        query = l2_normalise(emb[liked].mean(0))
-        if disliked:
-            query = l2_normalise(query - w * l2_normalise(emb[disliked].mean(0)))
-        return emb @ query
+    if rule == "mean":  # what the product does
+        return emb @ combine(emb[liked], emb[disliked] if disliked else None, w)
     best = (emb @ emb[liked].T).max(1)
     return best - w * (emb @ emb[disliked].T).max(1) if disliked else best
 
