@@ -29,12 +29,13 @@ class Thumbnails:
     def __init__(self, folder):
         self.folder = Path(folder)
         self._known = {}  # (catalogue fingerprint, row) -> its file, found or made by this process
+        self._marked = set()  # catalogue fingerprints seen by this process (their folder marked once: `prune`)
 
     def path(self, catalogue: Catalogue, row: int) -> Path:
         """The item's thumbnail file, checked against its name; made (atomically) when missing or damaged."""
         key = (catalogue.fingerprint, row)
         folder = self.folder / catalogue.fingerprint
-        if not any(fp == catalogue.fingerprint for fp, _ in self._known) and folder.is_dir():
+        if catalogue.fingerprint not in self._marked and folder.is_dir():
             mark_used(folder)  # once per catalogue and process: `prune` keeps what is shown
         path = self._known.get(key) or next(iter(sorted(folder.glob(f"{row}.*"))), None)
         if path is None or path.suffix not in SUFFIXES or named_problem(path) is not None:
@@ -45,6 +46,7 @@ class Thumbnails:
             path = folder / f"{row}.{_digest(data)}{suffix}"
             write_bytes(path, data)
         self._known[key] = path
+        self._marked.add(catalogue.fingerprint)
         return path
 
 
