@@ -25,7 +25,8 @@ def duplicate_groups(rec: Recommender, threshold: float | None = None, neighbour
     """[{"rows": [...], "similarity": lowest similarity joining the group}],
     groups of two or more rows, largest first."""
     threshold = rec.near_identical if threshold is None else threshold
-    rec.build()
+    if rec.index is None:
+        rec.build()
     keys = np.unique(rec.row_keys[rec.indexed])
     parent = {int(k): int(k) for k in keys}
     weakest = {}

@@ -23,7 +23,8 @@ def recommend_all(rec: Recommender, k: int, where=None, progress=None) -> pa.Tab
     """Columns query_id, rank, id, score, label: each indexed item's top k
     (itself left out), filtered by `where` (whose `query.FIELD`s are the
     item's own)."""
-    rec.build()
+    if rec.index is None:
+        rec.build()
     rows = np.flatnonzero(rec.indexed)
     columns = {"query_id": [], "rank": [], "id": [], "score": [], "label": []}
     if progress is not None:
