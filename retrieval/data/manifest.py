@@ -6,6 +6,7 @@ optional (default: the image path without its suffix); the class is the
 `label` column or `--label-column NAME` (none is fine); every other column
 is metadata, typed integer, float, boolean or string (empty = missing)."""
 
+import collections
 import csv
 import hashlib
 import io
@@ -51,7 +52,7 @@ def read(spec: str, path: Path, label_column: str | None = None, downloads: Path
         raise LookalikeError(f"catalogue {spec!r}: none of its {len(rows)} rows has an image that can be read")
     rows = [rows[i] for i in kept]
     ids = [_id(row, image) for row, image in zip(rows, images)]
-    repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+    repeated = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
     if repeated:
         raise LookalikeError(f"catalogue {spec!r}: ids must be unique; repeated: {', '.join(repeated[:5])}")
     labels, names = _labels([row.get(label) for row in rows]) if label else (None, [])
