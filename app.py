@@ -9,24 +9,12 @@ import os
 import sys
 from pathlib import Path
 
-# Gradio's queue keeps its last GRADIO_ANALYTICS_MAX_EVENTS events (default
-# 10,000) for its monitoring page and rebuilds a pandas summary of all of them
-# every GRADIO_ANALYTICS_CACHE_FREQUENCY events (default 1): 3-4 ms of CPU per
-# request at first and 12 ms once 10,000 are kept, so a long-running server
-# grew slower and larger. Every 100 events over the last 1,000 it is noise.
-# Read when the queue is made; an operator's own setting wins.
-os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
-os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
-
 from retrieval.cli.allocator import keep_freed_memory
-from retrieval.data.images import MAX_BYTES
 from retrieval.errors import LookalikeError
 from retrieval.search.service import Service
 from retrieval.search.spaces import CatalogueConfig, load_manifest, on_space
-from ui.page import build_demo
-from ui.page import launch_options as page_launch_options
+from ui.page import build_demo, launch_options
 
-log = logging.getLogger("lookalike.app")
 ROOT = Path(__file__).resolve().parent
 
 
@@ -36,11 +24,6 @@ def train_missing_head(recommender, run_dir, progress):
     from finetune.pipeline import finetune
 
     finetune(recommender, run_dir, source={"catalogue": recommender.catalogue.spec}, progress=progress)
-
-
-def launch_options(service: Service) -> dict:
-    """What `demo.launch` needs besides the address (ui/page.py)."""
-    return page_launch_options(service.thumbnails.folder, MAX_BYTES)
 
 
 class _AddCatalogue(argparse.Action):

@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from gradio_client import Client, handle_file
 
-import app
 from retrieval.search.service import Service
 from retrieval.search.spaces import CatalogueConfig
 from retrieval.store.atomic import write_json
-from ui.page import build_demo
+from ui.page import build_demo, launch_options
 
 
 def percentiles(seconds) -> dict:
@@ -95,7 +94,7 @@ def measure(args, cache) -> dict | None:
 
     demo = build_demo(service)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                            **app.launch_options(service))
+                            **launch_options(service))
     try:
         client = Client(url, verbose=False)
         with tempfile.TemporaryDirectory() as tmp:

@@ -83,7 +83,7 @@ def served(tmp_path_factory):
     service.build_all()
     demo = page.build_demo(service)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                            **app.launch_options(service))
+                            **page.launch_options(service))
     try:
         yield {"url": url, "service": service, "shop": shop, "run_dir": run_dir, "tmp": tmp, "demo": demo}
     finally:
@@ -139,7 +139,7 @@ def test_readme_client_snippet_runs(served, capsys):
 
 def test_queue_bounds_concurrency_waiting_requests_and_its_own_analytics(served):
     """Gradio's defaults would summarise every kept event after every request
-    (see app.py): the served queue must use the app's settings."""
+    (see ui/page.py): the served queue must use the page's settings."""
     queue = served["demo"]._queue
     assert (queue.default_concurrency_limit, queue.max_size) == (page.QUERY_CONCURRENCY, page.QUEUE_SIZE)
     assert queue.ANALYTICS_MAX_EVENTS <= 1000 and queue.ANAYLTICS_CACHE_FREQUENCY >= 100

@@ -12,7 +12,6 @@ import pyarrow as pa
 import pytest
 from test_app import COLOURS, served  # noqa: F401  (the shop, its cache and its trained head)
 
-import app
 from retrieval.errors import LookalikeError
 from retrieval.models.backbones import create_backbone
 from retrieval.search.answers import Match
@@ -53,7 +52,7 @@ def store(served, tmp_path_factory):  # noqa: F811
     service.build_all()
     demo = page.build_demo(service)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                            **app.launch_options(service))
+                            **page.launch_options(service))
     try:
         yield {"url": url, "service": service, "manifest": manifest}
     finally:

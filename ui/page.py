@@ -1,8 +1,11 @@
 """The whole page: a status line, the Search, Duplicates, Metrics and Report
 tabs, the API endpoints, and the queue that bounds the requests in flight."""
 
+import os
+
 import gradio as gr
 
+from retrieval.data.images import MAX_BYTES
 from retrieval.report.view import open_reports
 from retrieval.search.service import Service
 from ui import search_events, search_tab
@@ -13,6 +16,14 @@ from ui.format import status_markdown
 from ui.sessions import SessionSweeper
 from ui.tabs import metrics_tab, place_query_function, report_tab
 
+# Gradio's queue keeps its last GRADIO_ANALYTICS_MAX_EVENTS events (default
+# 10,000) for its monitoring page and rebuilds a pandas summary of all of them
+# every GRADIO_ANALYTICS_CACHE_FREQUENCY events (default 1): 3-4 ms of CPU per
+# request at first and 12 ms once 10,000 are kept, so a long-running server
+# grew slower and larger. Every 100 events over the last 1,000 it is noise.
+# Read when the queue is made (build_demo); an operator's own setting wins.
+os.environ.setdefault("GRADIO_ANALYTICS_MAX_EVENTS", "1000")
+os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
 # Uploads (and gradio's copies of result files) older than UPLOAD_MAX_AGE
 # seconds are deleted every UPLOAD_SWEEP seconds: a query is answered in well
 # under a second, so nothing a client still needs is lost, and the disk does
@@ -81,11 +92,11 @@ def build_demo(service: Service, reports_dir="reports") -> gr.Blocks:
     return demo
 
 
-def launch_options(thumbnails_folder, max_file_size: int) -> dict:
+def launch_options(service: Service) -> dict:
     """What `demo.launch` needs besides the address: the thumbnails' folder
     may be served, uploads are capped at the size a query accepts, and an
     unknown API name is a 404 (not gradio's 500 with a traceback)."""
     from gradio.route_utils import FnIndexInferError
 
-    return {"allowed_paths": [str(thumbnails_folder)], "max_file_size": max_file_size, "css": CSS,
+    return {"allowed_paths": [str(service.thumbnails.folder)], "max_file_size": MAX_BYTES, "css": CSS,
             "app_kwargs": {"exception_handlers": {FnIndexInferError: unknown_endpoint}}}
