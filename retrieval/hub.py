@@ -1,9 +1,17 @@
-"""Uploads to the Hugging Face Hub (fine-tuned heads, the Space): one place
-that turns "offline", auth and network failures into one clear error."""
+"""The Hugging Face Hub and the network: whether this run is offline, and
+uploads (fine-tuned heads, the Space): one place that turns "offline", auth
+and network failures into one clear error."""
 
+import os
 from pathlib import Path
 
 from retrieval.errors import LookalikeError
+
+
+def offline() -> bool:
+    """Whether the network is off for this run: HF_HUB_OFFLINE or LOOKALIKE_OFFLINE set (1, true, yes)."""
+    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
+               for v in ("HF_HUB_OFFLINE", "LOOKALIKE_OFFLINE"))
 
 
 def upload(folder: Path, repo_id: str, repo_type: str, message: str, files=None, space_sdk=None) -> str:

@@ -12,13 +12,13 @@ import hashlib
 import io
 import json
 import logging
-import os
 from pathlib import Path
 from urllib.parse import urlparse
 
 from retrieval.data.catalogue import Catalogue, make_dataset
 from retrieval.data.files import Skipped, hashed, printable
 from retrieval.errors import LookalikeError
+from retrieval.hub import offline
 from retrieval.store.fingerprint import content_key, digest
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def _fetched(url: str, downloads: Path | None, skipped: Skipped) -> Path | None:
     target = (downloads or Path()) / hashlib.sha256(url.encode()).hexdigest()[:32]
     if target.is_file():
         return target
-    if downloads is None or _offline():
+    if downloads is None or offline():
         skipped.add("rows with an image URL (offline: not fetched)", url[:80])
         return None
     try:
@@ -151,11 +151,6 @@ def _fetched(url: str, downloads: Path | None, skipped: Skipped) -> Path | None:
 
     write_bytes(target, data)
     return target
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
-               for v in ("HF_HUB_OFFLINE", "LOOKALIKE_OFFLINE"))
 
 
 def _id(row: dict, image) -> str:

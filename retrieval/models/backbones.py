@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from retrieval.errors import LookalikeError
+from retrieval.hub import offline
 from retrieval.models.folding import fold_batchnorm
 from retrieval.models.preprocessing import Preprocessing
 from retrieval.models.quantise import calibration_set
@@ -183,7 +184,7 @@ def resolve_backbone(name: str) -> tuple:
         return backbone_spec(name).name, "asked for"
     if _REGISTRY["resnet18"].weights_file().is_file():
         return "resnet18", "its ImageNet weights are in the torch cache"
-    if _offline():
+    if offline():
         return "efficientnet_lite0", "offline and no cached resnet18 weights; efficientnet_lite0 ships its weights"
     try:
         _download_torchvision_weights("resnet18")
@@ -208,11 +209,6 @@ def create_backbone(name: str = "auto", device: str = "auto", pretrained: bool =
     # channels_last: 1.8x faster on this CPU for efficientnet_lite0 (BENCHMARKS.md)
     model = fold_batchnorm(model.eval()).requires_grad_(False).to(dev, memory_format=torch.channels_last)
     return Backbone(spec, model, weights, dev, resolve_runtime(runtime, dev), Path(cache_dir) if cache_dir else None)
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes")
-               for v in ("HF_HUB_OFFLINE", "LOOKALIKE_OFFLINE"))
 
 
 # --- tiny_test: a small CNN with fixed random weights, for fast tests -----------------
