@@ -78,6 +78,19 @@ class Index(ABC):
         `meta` (the catalogue it now reflects), saved as one change."""
         raise LookalikeError(f"a {self.backend} index is rebuilt, not changed in place")
 
+    def check_change(self, keys: np.ndarray, removed: np.ndarray):
+        """LookalikeError unless every `removed` key is in the index and no
+        added key (int64 arrays) is repeated or already in it (and staying):
+        what an index changed in place (`update`) checks first."""
+        missing = removed[~self.has(removed)] if len(removed) else removed
+        if len(missing):
+            raise LookalikeError(f"keys not in the index: {missing[:5].tolist()}")
+        staying = np.setdiff1d(keys, removed)
+        taken = staying[self.has(staying)] if len(staying) else staying
+        if len(taken) or len(np.unique(keys)) < len(keys):
+            shown = taken[:5].tolist() if len(taken) else "repeated in the request"
+            raise LookalikeError(f"keys already in the index: {shown}; remove them first")
+
     def add(self, vectors: np.ndarray, keys):
         self.update(vectors, keys, np.zeros(0, dtype=np.int64), {})
 

@@ -4,7 +4,6 @@ and for checking the approximate backends; changed in place like USearch."""
 
 import numpy as np
 
-from retrieval.errors import LookalikeError
 from retrieval.index.base import FolderIndex, keys_of, padded, save
 from retrieval.index.stored_vectors import StoredVectors
 from retrieval.vectors import l2_normalise, top_k
@@ -34,13 +33,8 @@ class ExactIndex(StoredVectors, FolderIndex):
     def update(self, vectors, keys, removed, meta: dict):
         """Rewrite the vectors with `keys` added and `removed` gone, atomically."""
         keys, removed = keys_of(keys, len(keys)), keys_of(removed)
-        missing = np.setdiff1d(removed, self.keys)
-        if len(missing):
-            raise LookalikeError(f"keys not in the index: {missing[:5].tolist()}")
+        self.check_change(keys, removed)
         kept = ~np.isin(self.keys, removed)
-        taken = np.intersect1d(keys, self.keys[kept])
-        if len(taken) or len(np.unique(keys)) < len(keys):
-            raise LookalikeError(f"keys already in the index: {taken[:5].tolist() or 'repeated in the request'}")
         vectors = np.concatenate([np.asarray(self.embeddings[kept]),
                                   l2_normalise(np.asarray(vectors, dtype=np.float32).reshape(-1, self.meta["dim"]))])
         fresh = type(self).build(self.folder, vectors, {k: v for k, v in {**self.meta, **meta}.items() if k != "files"},

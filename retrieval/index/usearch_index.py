@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from retrieval.errors import DamagedArtefact, LookalikeError
+from retrieval.errors import DamagedArtefact
 from retrieval.index import tuning
 from retrieval.index.base import RECALL_K, TARGET_RECALL, FolderIndex, keys_of, save
 from retrieval.vectors import l2_normalise, top_k
@@ -95,25 +95,15 @@ class UsearchIndex(FolderIndex):
         one change saved atomically: a removed item never comes back."""
         vectors = l2_normalise(np.atleast_2d(vectors)).reshape(-1, self.meta["dim"]) if len(keys) else \
             np.zeros((0, self.meta["dim"]), dtype=np.float32)
-        keys, removed = keys_of(keys, len(vectors)).astype(np.uint64), keys_of(removed).astype(np.uint64)
-        missing = removed[~np.asarray(self.usearch.contains(removed), dtype=bool)] if len(removed) else removed
-        if len(missing):
-            raise LookalikeError(f"keys not in the index: {missing[:5].tolist()}")
-        staying = np.setdiff1d(keys, removed)
-        taken = staying[np.asarray(self.usearch.contains(staying), dtype=bool)] if len(staying) else staying
-        if len(taken) or len(np.unique(keys)) < len(keys):
-            shown = taken[:5].tolist() if len(taken) else "repeated in the request"
-            raise LookalikeError(f"keys already in the index: {shown}; remove them first")
-
-        def edit(writable):
-            if len(removed):
-                writable.remove(removed)
-            if len(keys):
-                writable.add(keys, vectors, threads=0)
-
+        keys, removed = keys_of(keys, len(vectors)), keys_of(removed)
+        self.check_change(keys, removed)
+        keys, removed = keys.astype(np.uint64), removed.astype(np.uint64)
         writable = _usearch_index().restore(str(self.folder / FILE), view=False) if self.view else self.usearch
         writable.expansion_search = self.meta["expansion_search"]
-        edit(writable)
+        if len(removed):
+            writable.remove(removed)
+        if len(keys):
+            writable.add(keys, vectors, threads=0)
         self.meta = _save(self.folder, writable, dict(self.meta, **meta, n_items=len(writable)))
         self.usearch = _restore(self.folder / FILE, self.meta, view=True) if self.view else writable
 
