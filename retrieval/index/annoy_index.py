@@ -13,7 +13,7 @@ from annoy import AnnoyIndex as Annoy
 from retrieval.errors import DamagedArtefact
 from retrieval.index import tuning
 from retrieval.index.base import RECALL_K, TARGET_RECALL, FolderIndex, keys_of, padded, save
-from retrieval.index.stored_vectors import StoredVectors
+from retrieval.index.stored_vectors import StoredVectors, write_stored
 from retrieval.vectors import l2_normalise, top_k
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,7 @@ class AnnoyIndex(StoredVectors, FolderIndex):
         than visiting them all."""
         queries = np.atleast_2d(queries)
         if exact or k >= len(self):
-            positions, scores = top_k(self.embeddings, queries, k)
-            return padded(self.keys[positions], scores, k)
+            return self.search_exact(queries, k)
         found = [self.annoy.get_nns_by_vector(q.tolist(), k, search_k=self.meta["search_k"], include_distances=True)
                  for q in queries]
         return padded([self.keys[np.asarray(rows, dtype=np.int64)] for rows, _ in found],
@@ -81,9 +80,7 @@ class AnnoyIndex(StoredVectors, FolderIndex):
 
         def write(tmp):
             annoy.save(str(tmp / "index.ann"))
-            np.save(tmp / "embeddings.npy", vectors)
-            np.save(tmp / "keys.npy", keys)
-            return cls.files
+            return ("index.ann", *write_stored(tmp, vectors, keys))
 
         return cls(folder, save(folder, meta, write))
 

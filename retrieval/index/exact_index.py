@@ -4,11 +4,9 @@ and for checking the approximate backends; changed in place like USearch."""
 
 import numpy as np
 
-from retrieval.index.base import FolderIndex, keys_of, padded, save
-from retrieval.index.stored_vectors import StoredVectors
-from retrieval.vectors import l2_normalise, top_k
-
-FILES = ("embeddings.npy", "keys.npy")
+from retrieval.index.base import FolderIndex, keys_of, save
+from retrieval.index.stored_vectors import FILES, StoredVectors, write_stored
+from retrieval.vectors import l2_normalise
 
 
 class ExactIndex(StoredVectors, FolderIndex):
@@ -23,8 +21,7 @@ class ExactIndex(StoredVectors, FolderIndex):
         return "exact search"
 
     def search(self, queries, k, exact=True):
-        rows, scores = top_k(self.embeddings, np.atleast_2d(queries), k)
-        return padded(self.keys[rows], scores, k)
+        return self.search_exact(queries, k)
 
     @property
     def grows_in_place(self) -> bool:
@@ -45,11 +42,5 @@ class ExactIndex(StoredVectors, FolderIndex):
     def build(cls, folder, vectors, meta, keys=None, metadata=None) -> "ExactIndex":
         vectors = l2_normalise(vectors)
         keys = keys_of(np.arange(len(vectors)) if keys is None else keys, len(vectors))
-
-        def write(tmp):
-            np.save(tmp / "embeddings.npy", vectors)
-            np.save(tmp / "keys.npy", keys)
-            return FILES
-
         return cls(folder, save(folder, dict(meta, backend=cls.backend, dim=vectors.shape[1], n_items=len(vectors)),
-                                write))
+                                lambda tmp: write_stored(tmp, vectors, keys)))

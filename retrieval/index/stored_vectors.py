@@ -5,6 +5,10 @@ what exact search, item queries and the Annoy and exact backends read."""
 import numpy as np
 
 from retrieval.errors import DamagedArtefact
+from retrieval.index.base import padded
+from retrieval.vectors import top_k
+
+FILES = ("embeddings.npy", "keys.npy")
 
 
 class StoredVectors:
@@ -22,6 +26,18 @@ class StoredVectors:
 
     def vectors(self, keys) -> np.ndarray:
         return np.asarray(self.embeddings[positions_of(self.keys, keys)])
+
+    def search_exact(self, queries, k):
+        """Exact search over the stored vectors: (keys, scores), as `Index.search`."""
+        rows, scores = top_k(self.embeddings, np.atleast_2d(queries), k)
+        return padded(self.keys[rows], scores, k)
+
+
+def write_stored(folder, vectors: np.ndarray, keys: np.ndarray) -> tuple:
+    """Write embeddings.npy and keys.npy into `folder`; their names."""
+    np.save(folder / "embeddings.npy", vectors)
+    np.save(folder / "keys.npy", keys)
+    return FILES
 
 
 def load_keys(folder, meta: dict) -> np.ndarray:
