@@ -127,6 +127,11 @@ def search_args(service, item=None, liked=None, where="", brands=(), low="", hyg
     return [None, "store", "tiny_test", k, row, liked or feedback.empty("store"), *hygiene, where, *choices, *ranges]
 
 
+def colours(ids) -> int:
+    """How many colours (the generated items' classes) among these ids."""
+    return len({i.rstrip("0123456789").removesuffix("-copy").rstrip("0123456789") for i in ids})
+
+
 def test_search_applies_feedback_filters_and_hygiene(store):
     service = store["service"]
     search = search_tab.search_function(service)
@@ -152,12 +157,14 @@ def test_search_applies_feedback_filters_and_hygiene(store):
         assert ids[side] and all(cat.metadata(cat.row(i))["brand"] == BRANDS[1] and
                                  12 <= cat.metadata(cat.row(i))["price"] < 30 for i in ids[side])
     assert all(f"brand={BRANDS[1]}" in g["caption"] for g in galleries[0].value)
-    by_score = dict(ids)
     for gallery in run(item="red0", hygiene=(0.99, 0, True)):  # a score floor
         scores = [float(g["caption"].split(" · ")[0]) for g in gallery.value]
         assert scores and len(scores) < 10 and min(scores) >= 0.99
+    run(item="red0")
+    by_score = dict(ids)
     run(item="red0", hygiene=(0, 0.9, True))  # variety: other colours than the query's come earlier
     assert ids["pretrained"] != by_score["pretrained"]
+    assert colours(ids["pretrained"][:4]) > colours(by_score["pretrained"][:4])
     assert ids["pretrained"].index("red0-copy") == 0 and not all(i.startswith("red") for i in ids["pretrained"][:4])
     run(item="red0", hygiene=(0, 0, False))  # the copy no longer stands for the reds identical to it
     assert len(set(ids["pretrained"][:4]) & {"red0-copy", "red1", "red2", "red3"}) == 4
