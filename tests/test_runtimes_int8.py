@@ -13,9 +13,9 @@ import torch
 from retrieval.cli.main import main
 from retrieval.data.catalogues import load_catalogue
 from retrieval.errors import LookalikeError
-from retrieval.models import quantise
+from retrieval.models import quantise, runtimes
 from retrieval.models.backbones import create_backbone
-from retrieval.models.runtimes import resolve_runtime
+from retrieval.models.runtimes import float_runtime, resolve_runtime
 from retrieval.search.recommender import Recommender
 from retrieval.store.fingerprint import digest
 
@@ -95,7 +95,8 @@ def test_without_nncf_int8_is_one_line(own_cache, monkeypatch, class_folders, ca
     monkeypatch.setenv("LOOKALIKE_RUNTIME", "openvino-int8")
     with pytest.raises(LookalikeError, match="needs NNCF"):
         create_backbone("tiny_test")
-    assert resolve_runtime("auto", torch.device("cpu")) == "openvino-bf16"  # auto falls back without it
+    monkeypatch.setattr(runtimes, "_cpu_has_vnni", lambda: True)  # whatever this CPU has
+    assert resolve_runtime("auto", torch.device("cpu")) == float_runtime("openvino-int8")  # auto falls back
 
 
 def test_calibration_leaves_out_unreadable_images(class_folders):
