@@ -44,8 +44,18 @@ def top_k(items: np.ndarray, queries: np.ndarray, k: int, exclude=None):
     return rows, scores
 
 
+def hits(found, truth) -> np.ndarray:
+    """How many of each query's true neighbours are among its found ones
+    (rows per query, any order; -1 padding never counts)."""
+    return np.array([len(set(np.asarray(f).tolist()) & set(np.asarray(t).tolist()) - {-1})
+                     for f, t in zip(found, truth)], dtype=np.int64)
+
+
+def per_query_recall(found, truth) -> np.ndarray:
+    """Share of each query's true neighbours among its found ones."""
+    return hits(found, truth) / np.maximum([len(t) for t in truth], 1)
+
+
 def recall_at_k(found, truth) -> float:
-    """Share of the true top-k found (rows per query, any order; -1 padding
-    never counts)."""
-    hits = sum(len(set(np.asarray(f).tolist()) & set(np.asarray(t).tolist()) - {-1}) for f, t in zip(found, truth))
-    return hits / max(sum(len(t) for t in truth), 1)
+    """Share of the true top-k found, over all queries (0 for none)."""
+    return int(hits(found, truth).sum()) / max(sum(len(t) for t in truth), 1)

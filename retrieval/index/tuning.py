@@ -13,12 +13,7 @@ queries, where 384 measured .994."""
 import numpy as np
 
 from retrieval.index.base import TARGET_RECALL
-
-
-def per_query_recall(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """Share of each query's true neighbours among its found ones (-1 padding never counts)."""
-    return np.array([len(set(f.tolist()) & set(t.tolist()) - {-1}) / max(len(t), 1) for f, t in zip(found, truth)])
-
+from retrieval.vectors import per_query_recall
 
 HEADROOM = 0.003
 
