@@ -10,18 +10,21 @@ import csv
 import io
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from retrieval.search.recommender import Recommender
 from retrieval.store.atomic import write_bytes
+
+if TYPE_CHECKING:
+    from retrieval.search.recommender import Recommender
 
 NEIGHBOURS = 10
 BLOCK = 512
 
 
-def duplicate_groups(rec: Recommender, threshold: float | None = None, neighbours: int = NEIGHBOURS) -> list:
+def duplicate_groups(rec: "Recommender", threshold: float | None = None, neighbours: int = NEIGHBOURS) -> list:
     """[{"rows": [...], "similarity": lowest similarity joining the group}],
     groups of two or more rows, largest first."""
     threshold = rec.near_identical if threshold is None else threshold
@@ -57,7 +60,7 @@ def duplicate_groups(rec: Recommender, threshold: float | None = None, neighbour
 
 
 
-def write_groups(rec: Recommender, groups: list, path, threshold: float) -> None:
+def write_groups(rec: "Recommender", groups: list, path, threshold: float) -> None:
     """As JSON ({threshold, groups: [{ids, labels, similarity}]}) or CSV (group, id, label), atomically."""
     cat = rec.catalogue
     labels = cat.label_names if cat.has_labels else None

@@ -4,6 +4,7 @@ index (one call per block and filter group), written as one table."""
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -11,15 +12,17 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from retrieval.search.recommender import Recommender
 from retrieval.store.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from retrieval.search.recommender import Recommender
 
 SUFFIXES = (".parquet", ".csv", ".jsonl")
 
 BLOCK = 512  # queries per index call
 
 
-def recommend_all(rec: Recommender, k: int, where=None, progress=None) -> pa.Table:
+def recommend_all(rec: "Recommender", k: int, where=None, progress=None) -> pa.Table:
     """Columns query_id, rank, id, score, label: each indexed item's top k
     (itself left out), filtered by `where` (whose `query.FIELD`s are the
     item's own)."""
