@@ -11,6 +11,7 @@ os.environ.setdefault("LOOKALIKE_CACHE", __import__("tempfile").mkdtemp(prefix="
 # equal (ties, collapsed "near-identical" results). int8 has its own tests.
 os.environ.setdefault("LOOKALIKE_RUNTIME", "openvino-bf16")
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +68,17 @@ def cars():
     if not CARS.is_dir():
         pytest.skip("../shared/data/stanford-cars-thumbs is not beside the project")
     return CARS
+
+
+@contextmanager
+def launched(service):
+    """(the page for `service`, its URL) served on 127.0.0.1 until the block ends."""
+    from ui import page
+
+    demo = page.build_demo(service)
+    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
+                            **page.launch_options(service))
+    try:
+        yield demo, url
+    finally:
+        demo.close()

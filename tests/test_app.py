@@ -23,6 +23,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 import app
+from conftest import launched
 from finetune.saving import save_run
 from finetune.train import TrainConfig, train_head
 from retrieval.data.images import MAX_BYTES
@@ -81,13 +82,8 @@ def served(tmp_path_factory):
                        CatalogueConfig("gone", str(tmp / "nowhere"), "tiny_test")],
                       cache_dir=cache, backbones={"tiny_test": backbone})
     service.build_all()
-    demo = page.build_demo(service)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                            **page.launch_options(service))
-    try:
+    with launched(service) as (demo, url):
         yield {"url": url, "service": service, "shop": shop, "run_dir": run_dir, "tmp": tmp, "demo": demo}
-    finally:
-        demo.close()
 
 
 def decode(data_url: str) -> Image.Image:

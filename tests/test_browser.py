@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 from test_app import served  # noqa: F401  (the same launched app, a module fixture)
-from test_page import BRANDS, store  # noqa: F401  (an app serving a manifest catalogue with metadata)
+from test_page import BRANDS, store  # noqa: F401  (a service of a manifest catalogue with metadata)
+
+from conftest import launched
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if os.environ.get("CI") and CHROMIUM is None:  # scripts/test.sh installs it: missing there is a failure
@@ -113,9 +115,15 @@ def set_slider(page, elem_id, value):
     box.press("Tab")
 
 
-def test_store_filters_feedback_hygiene_and_why_in_chromium(store, page):  # noqa: F811
+@pytest.fixture(scope="module")
+def store_url(store):  # noqa: F811
+    with launched(store["service"]) as (_, url):
+        yield url
+
+
+def test_store_filters_feedback_hygiene_and_why_in_chromium(store_url, page):
     expect = sync_api.expect
-    page.goto(store["url"])
+    page.goto(store_url)
     # the catalogue items to click fit their narrow column: no sideways scrolling, names whole
     expect(page.locator("#examples img")).to_have_count(6)
     assert page.locator("#examples .grid-wrap").evaluate("e => e.scrollWidth <= e.clientWidth")

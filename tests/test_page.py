@@ -19,7 +19,7 @@ from retrieval.search.query import MAX_EXAMPLES
 from retrieval.search.service import Service
 from retrieval.search.spaces import CatalogueConfig
 from retrieval.search.where import parse_where
-from ui import duplicates_tab, feedback, filters, page, search_tab
+from ui import duplicates_tab, feedback, filters, search_tab
 from ui.format import caption
 
 BRANDS = ["Acme", 'Zed "Z" \\ Co']  # a quote and a backslash: the filter must quote them
@@ -43,20 +43,14 @@ def make_store(root: Path, shop: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def store(served, tmp_path_factory):  # noqa: F811
-    """A launched app serving `store` (with the shop's fine-tuned head: the same backbone's features)."""
+    """A service of `store` (with the shop's fine-tuned head: the same backbone's features)."""
     tmp = tmp_path_factory.mktemp("store")
     manifest = make_store(tmp / "store", served["shop"])
     service = Service([CatalogueConfig("store", str(manifest), "tiny_test", head=str(served["run_dir"]))],
                       cache_dir=tmp_path_factory.getbasetemp() / "cache",
                       backbones={"tiny_test": create_backbone("tiny_test")})
     service.build_all()
-    demo = page.build_demo(service)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, server_name="127.0.0.1",
-                            **page.launch_options(service))
-    try:
-        yield {"url": url, "service": service, "manifest": manifest}
-    finally:
-        demo.close()
+    return {"service": service}
 
 
 def test_filters_quote_values_and_names_so_the_where_language_reads_them_back():
