@@ -10,7 +10,7 @@ short (the index then reaches items too far away for its tuning)."""
 
 import numpy as np
 
-from retrieval.index.base import Index
+from retrieval.index.base import Index, padded
 from retrieval.vectors import top_k
 
 # Up to this many allowed items are searched exactly: gathering 10,000
@@ -42,10 +42,7 @@ def search_allowed(index: Index, queries: np.ndarray, k: int, allowed: np.ndarra
 
 def _exact_among(index: Index, queries, k, allowed):
     positions, scores = top_k(index.vectors(allowed), queries, k)
-    keys = np.full((len(queries), k), -1, dtype=np.int64)
-    padded = np.full((len(queries), k), np.nan, dtype=np.float32)
-    keys[:, :positions.shape[1]], padded[:, :positions.shape[1]] = allowed[positions], scores
-    return keys, padded
+    return padded(allowed[positions], scores, k)
 
 
 def _first_k(keys, scores, keep, k):
