@@ -14,7 +14,6 @@ git's words) is not recorded, so it is hashed again next time. The record's
 file is named by its checksum, checked when read: a damaged record is
 ignored (every file hashed again), never trusted."""
 
-import hashlib
 import io
 import os
 import time
@@ -26,10 +25,9 @@ import pyarrow.feather as feather
 from retrieval.store.artefacts import sha256_file
 from retrieval.store.atomic import write_bytes
 from retrieval.store.cache import entry_dir, mark_used
-from retrieval.store.fingerprint import KEY_CHARS, digest
+from retrieval.store.fingerprint import KEY_CHARS, digest, short_sha
 
 RACY_NS = 1_000_000_000  # files changed this close to the scan are hashed again next time
-DIGEST_CHARS = 16
 
 
 class ScanRecord:
@@ -71,9 +69,10 @@ class ScanRecord:
         data = buffer.getvalue()
         try:
             old = list(self.folder.glob("*.arrow"))
-            write_bytes(self.folder / f"{hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]}.arrow", data)
+            name = short_sha(data)
+            write_bytes(self.folder / f"{name}.arrow", data)
             for path in old:
-                if path.stem != hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]:
+                if path.stem != name:
                     path.unlink(missing_ok=True)
         except OSError:  # a read-only cache: the next open hashes again
             pass
@@ -85,7 +84,7 @@ def _read(folder: Path) -> dict:
     try:
         path = max(folder.glob("*.arrow"), key=lambda p: p.stat().st_mtime)
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest()[:DIGEST_CHARS] != path.stem:
+        if short_sha(data) != path.stem:
             return {}
         table = feather.read_table(io.BytesIO(data))
         columns = [table[c].to_pylist() for c in ("path", "size", "mtime_ns", "inode", "key")]

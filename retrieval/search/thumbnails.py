@@ -9,17 +9,16 @@ checked each time it is served: a damaged or replaced file (say, 25 bytes of
 `<script>`) is made again, never sent."""
 
 import base64
-import hashlib
 import io
 from pathlib import Path
 
 from retrieval.data.catalogue import Catalogue
 from retrieval.store.atomic import write_bytes
 from retrieval.store.cache import mark_used, tag_root
+from retrieval.store.fingerprint import short_sha
 from retrieval.store.verify import named_problem
 
 THUMBNAIL = 256  # longest side, pixels
-DIGEST_CHARS = 16
 SUFFIXES = (".jpg", ".png")
 
 
@@ -43,7 +42,7 @@ class Thumbnails:
                 path.unlink(missing_ok=True)
             data, suffix = encode(catalogue, row)
             tag_root(self.folder.parent)
-            path = folder / f"{row}.{_digest(data)}{suffix}"
+            path = folder / f"{row}.{short_sha(data)}{suffix}"
             write_bytes(path, data)
         self._known[key] = path
         self._marked.add(catalogue.fingerprint)
@@ -65,10 +64,6 @@ def encode(catalogue: Catalogue, row: int) -> tuple:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG" if photo else "PNG", **({"quality": 90} if photo else {}))
     return buffer.getvalue(), ".jpg" if photo else ".png"
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
 
 
 def _is_jpeg(source) -> bool:

@@ -12,7 +12,6 @@ A chunk is one `.npz` (item keys + one array per output) named
 its checksum, verified each time it is read. A damaged chunk is deleted and
 its items computed again: the store is a cache."""
 
-import hashlib
 import io
 import logging
 import zipfile
@@ -24,7 +23,7 @@ from retrieval.errors import DamagedArtefact
 from retrieval.store.artefacts import sha256_file
 from retrieval.store.atomic import write_bytes, write_json
 from retrieval.store.cache import entry_dir, mark_used
-from retrieval.store.fingerprint import digest
+from retrieval.store.fingerprint import digest, short_sha
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ class FeatureStore:
         buffer = io.BytesIO()
         np.savez(buffer, keys=np.asarray(keys, dtype=str), **arrays)
         data = buffer.getvalue()
-        chunk = self.folder / f"{len(self.chunks()):06d}-{_sha(data)}{CHUNK_SUFFIX}"
+        chunk = self.folder / f"{len(self.chunks()):06d}-{short_sha(data, HASH_CHARS)}{CHUNK_SUFFIX}"
         write_bytes(chunk, data)
         for position, key in enumerate(keys):
             where.setdefault(key, (chunk, position))
@@ -111,7 +110,7 @@ class FeatureStore:
     def _load(self, chunk: Path) -> dict:
         try:
             data = chunk.read_bytes()
-            problem = None if _sha(data) == _named_sha(chunk) else "its checksum differs from its name"
+            problem = None if short_sha(data, HASH_CHARS) == _named_sha(chunk) else "its checksum differs from its name"
             if problem is None:
                 with np.load(io.BytesIO(data), allow_pickle=False) as arrays:
                     return {name: arrays[name] for name in arrays.files}
@@ -123,10 +122,6 @@ class FeatureStore:
     def _drop(self, chunk: Path, error):
         log.warning("feature store chunk %s is damaged (%s): its items will be computed again", chunk, error)
         chunk.unlink(missing_ok=True)
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:HASH_CHARS]
 
 
 def _named_sha(chunk: Path) -> str:

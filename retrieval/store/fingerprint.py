@@ -8,12 +8,18 @@ import os
 from retrieval.store.artefacts import sha256_file
 
 KEY_CHARS = 32  # 128 bits of SHA-256
+SHORT_CHARS = 16  # a checksum carried in a file's name
 
 
 def digest(*parts) -> str:
     """Hash JSON-able parts (dicts, lists, strings, numbers) to 16 hex chars."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return short_sha(json.dumps(parts, sort_keys=True, default=str).encode())
+
+
+def short_sha(data: bytes, chars: int = SHORT_CHARS) -> str:
+    """The first `chars` hex characters of the bytes' SHA-256: the checksum a
+    feature chunk, scan record or thumbnail carries in its file name."""
+    return hashlib.sha256(data).hexdigest()[:chars]
 
 
 def content_key(data: bytes) -> str:
