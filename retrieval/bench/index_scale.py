@@ -117,7 +117,7 @@ def _build_annoy(folder, threads):
     (folder / "annoy").mkdir()
     annoy.save(str(folder / "annoy" / "index.ann"))
     build_s = time.perf_counter() - started
-    search_k, recall = tune_search_k(annoy, vectors, n_trees)
+    search_k, recall, _ = tune_search_k(annoy, vectors, n_trees)
     return dict(build_s=round(build_s, 2), disk_mb=round(disk_bytes(folder / "annoy") / 2**20, 1),
                 rss_mb=round(_peak_mb() - before, 1), tuned=search_k,
                 params=f"n_trees={n_trees} (audit recall@10 {recall:.4f})")

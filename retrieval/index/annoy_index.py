@@ -12,7 +12,7 @@ from annoy import AnnoyIndex as Annoy
 
 from retrieval.errors import DamagedArtefact
 from retrieval.index import tuning
-from retrieval.index.base import RECALL_K, TARGET_RECALL, FolderIndex, keys_of, padded, save
+from retrieval.index.base import RECALL_K, FolderIndex, keys_of, padded, save
 from retrieval.index.stored_vectors import StoredVectors, write_stored
 from retrieval.vectors import l2_normalise, top_k
 
@@ -68,11 +68,11 @@ class AnnoyIndex(StoredVectors, FolderIndex):
         n_trees = max(MIN_TREES, min(START_TREES_CAP, int(np.sqrt(n))))
         while True:
             annoy = _trees(vectors, n_trees, seed)
-            search_k, recall = tune_search_k(annoy, vectors, n_trees, seed)
-            if recall >= TARGET_RECALL or n_trees >= MAX_TREES:
+            search_k, recall, met = tune_search_k(annoy, vectors, n_trees, seed)
+            if met or n_trees >= MAX_TREES:
                 break
             n_trees *= 2
-        if recall < TARGET_RECALL:
+        if not met:
             log.warning("Annoy recall@10 only %.3f; use --exact for exact results", recall)
         meta = dict(meta, backend=cls.backend, dim=dim, n_items=n, n_trees=n_trees, search_k=search_k,
                     recall_at_10=round(recall, 4), audit_queries=min(AUDIT_QUERIES, n),
@@ -95,13 +95,13 @@ def _trees(vectors: np.ndarray, n_trees: int, seed: int) -> Annoy:
 
 
 def tune_search_k(annoy: Annoy, vectors: np.ndarray, n_trees: int, seed=0):
-    """(search_k, recall@10) of the smallest search_k (doubling from
-    n_trees * 10) that meets the target on catalogue items, themselves
-    excluded (the self-hit is trivially found)."""
+    """(search_k, recall@10, met) of the smallest search_k (doubling from
+    n_trees * 10) that meets the target (tuning.meets_target) on catalogue
+    items, themselves excluded (the self-hit is trivially found)."""
     n = len(vectors)
     k = min(RECALL_K, n - 1)
     if k < 1:  # one item: nothing to find but itself
-        return n_trees, 1.0
+        return n_trees, 1.0, True
     audit = np.random.default_rng(seed).choice(n, size=min(AUDIT_QUERIES, n), replace=False)
     truth, _ = top_k(vectors, vectors[audit], k, exclude=audit)
     start, limit = n_trees * k, max(n * n_trees, n_trees * k)

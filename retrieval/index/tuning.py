@@ -24,11 +24,13 @@ def meets_target(recalls: np.ndarray) -> bool:
 
 
 def first_meeting(ladder, search, truth: np.ndarray):
-    """(setting, mean recall) of the first setting on `ladder` whose audit
-    `search(setting)` (found keys per audit query) meets the target; the
-    last setting when none does."""
+    """(setting, mean recall, met) of the first setting on `ladder` whose
+    audit `search(setting)` (found keys per audit query) meets the target;
+    the last setting (met False) when none does. `met`, not the mean, is
+    what a backend's further tuning and its warning go by."""
     for setting in ladder:
         recalls = per_query_recall(search(setting), truth)
-        if meets_target(recalls):
+        met = meets_target(recalls)
+        if met:
             break
-    return setting, float(recalls.mean())
+    return setting, float(recalls.mean()), met

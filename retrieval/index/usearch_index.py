@@ -21,7 +21,7 @@ import numpy as np
 
 from retrieval.errors import DamagedArtefact
 from retrieval.index import tuning
-from retrieval.index.base import RECALL_K, TARGET_RECALL, FolderIndex, keys_of, save
+from retrieval.index.base import RECALL_K, FolderIndex, keys_of, save
 from retrieval.vectors import l2_normalise, top_k
 
 log = logging.getLogger(__name__)
@@ -121,10 +121,10 @@ class UsearchIndex(FolderIndex):
             index = _usearch_index()(ndim=dim, metric="ip", dtype="f32", connectivity=connectivity,
                                      expansion_add=expansion_add)
             index.add(keys[rest], vectors[rest], threads=threads)
-            expansion_search, recall = _tune_search(index, vectors[audit], keys[truth])
-            if recall >= TARGET_RECALL:
+            expansion_search, recall, met = _tune_search(index, vectors[audit], keys[truth])
+            if met:
                 break
-        if recall < TARGET_RECALL:
+        if not met:
             log.warning("USearch recall@10 only %.3f; use exact search for exact results", recall)
         if len(audit):
             index.add(keys[audit], vectors[audit], threads=threads)
@@ -172,9 +172,9 @@ def _holdout(n, vectors, seed):
 
 
 def _tune_search(index, queries, truth_keys):
-    """(expansion_search, recall) on the search ladder (tuning.first_meeting)."""
+    """(expansion_search, recall, met) on the search ladder (tuning.first_meeting)."""
     if not len(queries):  # under 10 items: nothing to hold out, and search is all but exact
-        return SEARCH_LADDER[0], 1.0
+        return SEARCH_LADDER[0], 1.0, True
 
     def search(expansion_search):
         index.expansion_search = expansion_search
