@@ -4,8 +4,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from retrieval.cli import options
 from retrieval.search.every_item import SUFFIXES
 from retrieval.search.limits import MAX_K
@@ -159,7 +157,8 @@ def cmd_search(args, out) -> int:
 
 def cmd_explain(args, out) -> int:
     from retrieval.data.images import open_image
-    from retrieval.search.explain import write_explanation
+    from retrieval.search.explain import explain_pair
+    from retrieval.store.atomic import write_bytes
 
     rec = recommender(args)
     cat = rec.catalogue
@@ -170,11 +169,9 @@ def cmd_explain(args, out) -> int:
                                                         else "")
     else:
         query, name = open_image(args.image), Path(args.image).name
-    result = cat.image(other)
-    score = float(np.dot(*rec.embedder.embed([query, result])))
     label = f" ({cat.label_names[cat.labels[other]]})" if cat.has_labels else ""
-    write_explanation(args.output, rec.embedder, query, result, [f"query: {name}", f"{args.other}{label}"],
-                      f"cosine {score:.3f} in {rec.embedding_name}: bright regions match the other image")
+    png, score = explain_pair(rec.embedder, query, cat.image(other), [f"query: {name}", f"{args.other}{label}"])
+    write_bytes(args.output, png)
     print(f"explain: {name} and {args.other}, cosine {score:.3f} -> {args.output}", file=out)
     return 0
 

@@ -23,7 +23,6 @@ from PIL import Image
 from retrieval.embedding.embedder import Embedder
 from retrieval.errors import LookalikeError
 from retrieval.models.stages import StagedNet
-from retrieval.store.atomic import write_bytes
 
 PANEL = 360  # pixels: small catalogue thumbnails are shown at least this wide
 
@@ -98,8 +97,10 @@ def explanation_png(images: list, heats: list, titles: list, caption: str = "") 
     return buffer.getvalue()
 
 
-def write_explanation(path, embedder: Embedder, query: Image.Image, result: Image.Image, titles: list,
-                      caption: str = ""):
-    heats = explain(embedder, query, result)
-    write_bytes(path, explanation_png([query, result], list(heats), titles, caption))
-    return heats
+def explain_pair(embedder: Embedder, query: Image.Image, result: Image.Image, titles: list) -> tuple:
+    """(PNG bytes, cosine): the query and the result side by side under
+    `titles`, with their heat maps and a caption of their cosine in `embedder`."""
+    score = float(np.dot(*embedder.embed([query, result])))
+    png = explanation_png([query, result], list(explain(embedder, query, result)), titles,
+                          f"cosine {score:.3f} in {embedder.name}: bright regions match the other image")
+    return png, score

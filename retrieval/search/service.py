@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image as PILImage
 
 from retrieval.data.catalogues import load_catalogue
@@ -22,7 +21,7 @@ from retrieval.models.backbones import Backbone, create_backbone, resolve_backbo
 from retrieval.search.answers import SIDES, Answer, Match, QueryItem, Side
 from retrieval.search.batching import QueryBatcher
 from retrieval.search.duplicates import duplicate_groups
-from retrieval.search.explain import explain, explanation_png
+from retrieval.search.explain import explain_pair
 from retrieval.search.fields import field_summary
 from retrieval.search.limits import shown
 from retrieval.search.query import Query
@@ -231,12 +230,7 @@ class Service:
         query, cat = query.checked(), served.catalogue
         image = open_image(query.images[0]) if query.images else cat.image(cat.row(query.items[0]))
         name = "the uploaded image" if query.images else query.items[0]
-        other = cat.row(result_id)
-        result = cat.image(other)
-        score = float(np.dot(*rec.embedder.embed([image, result])))
-        png = explanation_png([image, result], list(explain(rec.embedder, image, result)),
-                              [f"query: {name}", f"{result_id}"],
-                              f"cosine {score:.3f} in {rec.embedding_name}: bright regions match the other image")
+        png, _ = explain_pair(rec.embedder, image, cat.image(cat.row(result_id)), [f"query: {name}", f"{result_id}"])
         return PILImage.open(io.BytesIO(png))
 
 
