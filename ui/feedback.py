@@ -20,6 +20,11 @@ def empty(catalogue: str | None = None) -> dict:
     return {"catalogue": catalogue, "liked": [], "disliked": []}
 
 
+def cleared(service: Service, catalogue: str | None) -> tuple:
+    """No examples in play, and nothing shown of them: (feedback state, *shown)."""
+    return empty(catalogue), *shown(service, None)
+
+
 def _current(feedback: dict | None, catalogue: str) -> dict:
     return feedback if feedback and feedback.get("catalogue") == catalogue else empty(catalogue)
 

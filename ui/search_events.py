@@ -25,7 +25,7 @@ def wire(tab: SearchTab, service: Service):
            *(c.input for c in tab.filters.choices), *(n.submit for pair in tab.filters.ranges for n in pair),
            tab.hygiene[0].release, tab.hygiene[1].release, tab.hygiene[2].input],
           search, tab.inputs, tab.results, **PRIVATE)
-    then_search(tab.image.input(lambda catalogue: (None, feedback.empty(catalogue), *feedback.shown(service, None)),
+    then_search(tab.image.input(lambda catalogue: (None, *feedback.cleared(service, catalogue)),
                                 tab.catalogue, [tab.item, tab.feedback, *tab.in_play], **PRIVATE))
     then_search(tab.catalogue.input(catalogue_function(service), tab.catalogue,
                                     [tab.backbone, tab.examples, tab.example_rows, tab.feedback, *tab.in_play,
@@ -39,8 +39,8 @@ def catalogue_function(service: Service):
     def change(name):
         gallery, rows = examples_for(service, name)
         choices = service.backbones(name)
-        return (gr.Dropdown(choices, value=choices[0]), gr.Gallery(gallery), rows, feedback.empty(name),
-                *feedback.shown(service, None), *filters.relabel(service, name))
+        return (gr.Dropdown(choices, value=choices[0]), gr.Gallery(gallery), rows, *feedback.cleared(service, name),
+                *filters.relabel(service, name))
     return change
 
 
@@ -49,8 +49,7 @@ def wire_queries(tab: SearchTab, service: Service, then_search):
     new_query = [tab.image, tab.item, tab.feedback, *tab.in_play]
 
     def start(catalogue, row):
-        return (str(service.thumbnail(catalogue, row)), (catalogue, row), feedback.empty(catalogue),
-                *feedback.shown(service, None))
+        return str(service.thumbnail(catalogue, row)), (catalogue, row), *feedback.cleared(service, catalogue)
 
     def pick_example(rows, name, evt: gr.SelectData):
         return start(name, rows[evt.index])
@@ -89,9 +88,6 @@ def wire_feedback(tab: SearchTab, service: Service, then_search):
         liked = feedback.removed(liked, evt.index)
         return liked, *feedback.shown(service, liked)
 
-    def start_over(catalogue):
-        return feedback.empty(catalogue), *feedback.shown(service, None)
-
     examples = [tab.feedback, *tab.in_play]
     for side, buttons in tab.actions.items():
         tab.galleries[side].select(select(side), tab.selected, tab.selected, **PRIVATE)
@@ -101,4 +97,5 @@ def wire_feedback(tab: SearchTab, service: Service, then_search):
         buttons["why"].click(why_function(service, side), [tab.image, tab.catalogue, tab.backbone, tab.item,
                                                            tab.feedback, tab.shown, tab.selected], tab.why, **PRIVATE)
     then_search(tab.in_play[0].select(remove, tab.feedback, examples, **PRIVATE))
-    then_search(tab.in_play[1].click(start_over, tab.catalogue, examples, **PRIVATE))
+    then_search(tab.in_play[1].click(lambda catalogue: feedback.cleared(service, catalogue), tab.catalogue, examples,
+                                     **PRIVATE))
