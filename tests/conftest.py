@@ -23,6 +23,13 @@ CARS = ROOT.parent / "shared" / "data" / "stanford-cars-thumbs"
 
 
 @pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A default cache root of the test's own (what nothing names goes there)."""
+    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
 def class_folders(tmp_path):
     """Three classes of four generated images each: a colour per class."""
     root = tmp_path / "shop"

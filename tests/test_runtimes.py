@@ -15,12 +15,6 @@ from retrieval.store.cache import cache_root
 BATCH = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.fixture
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path))
-    return tmp_path
-
-
 def test_openvino_gives_torchs_features_and_fingerprint(own_cache):
     torch_backbone = create_backbone("tiny_test", runtime="torch")
     openvino = create_backbone("tiny_test", runtime="openvino")

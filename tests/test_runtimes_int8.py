@@ -22,12 +22,6 @@ from retrieval.store.fingerprint import digest
 pytest.importorskip("nncf")
 
 
-@pytest.fixture
-def own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LOOKALIKE_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def _images(catalogue, backbone) -> torch.Tensor:
     return torch.stack([backbone.preprocess(catalogue.image(row)) for row in range(len(catalogue))])
 
