@@ -47,8 +47,3 @@ class Clustered:
     def queries(self, n: int) -> np.ndarray:
         """Fresh points from the same clusters, none of them in `points()`."""
         return self.points(n, stream=1)
-
-
-def clustered_vectors(n: int, dim=128, seed=0) -> np.ndarray:
-    """n catalogue vectors from `default_clusters(n)` clusters."""
-    return Clustered(dim, default_clusters(n), seed).points(n)

@@ -19,10 +19,8 @@ def table(headers, rows, style: str = "markdown", align=None) -> str:
     return "\n".join(line(r) for r in [headers, *rows])
 
 
-def metrics_table(rows, style: str = "markdown", extra=(), digits: int = 3) -> str:
-    """(embedding name, metrics dict) rows -> R@1/2/4/8 and MAP@R columns, then
-    `extra` ((title, key) of further numbers), `digits` decimals; a row
-    without metrics is left out."""
-    headers = ["embedding", *METRIC_TITLES, *(title for title, _ in extra)]
-    keys = [*METRIC_KEYS, *(key for _, key in extra)]
-    return table(headers, [[name, *(f"{m[k]:.{digits}f}" for k in keys)] for name, m in rows if m], style)
+def metrics_table(rows, style: str = "markdown", digits: int = 3) -> str:
+    """(embedding name, metrics dict) rows -> R@1/2/4/8 and MAP@R columns,
+    `digits` decimals; a row without metrics is left out."""
+    return table(["embedding", *METRIC_TITLES],
+                 [[name, *(f"{m[k]:.{digits}f}" for k in METRIC_KEYS)] for name, m in rows if m], style)

@@ -54,5 +54,4 @@ def build_index(folder, vectors, meta: dict, backend: str, **options) -> Index:
     """`folder`: where (a MilvusTarget for milvus); `options`: keys, metadata, ..."""
     if backend == "milvus":
         return MilvusIndex.build(folder, vectors, meta, **options)
-    options.pop("metadata", None)  # only a database keeps the metadata with the vectors
     return BACKENDS[backend].build(folder, vectors, meta, **options)

@@ -274,10 +274,6 @@ class MilvusIndex(Index):
         own = {k: self.meta[k] for k in ("backend", "format", "dim", "metric", "index_type", "fields")}
         self._record({**self.meta, **meta, **own, "n_items": self._count()})
 
-    def drop(self):
-        with one_line(self.target.uri, f"dropping collection {self.target.name}"):
-            self.client.drop_collection(self.target.name)
-
     def close(self, release_lite=False):
         """Close the connection; with `release_lite`, also stop this process's
         Milvus Lite server on the .db (for every index on it here), so that
