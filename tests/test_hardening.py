@@ -123,14 +123,14 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_counted(class_folders, tmp_
 def test_an_unreadable_file_is_skipped_and_counted(class_folders, monkeypatch, caplog):
     import retrieval.data.scan as scan
 
-    real = scan.sha256_file
+    real = scan.file_key
 
     def eio(path):
         if Path(path).name == "red1.png":
             raise OSError(errno.EIO, "Input/output error", str(path))
         return real(path)
 
-    monkeypatch.setattr(scan, "sha256_file", eio)
+    monkeypatch.setattr(scan, "file_key", eio)
     assert len(load_catalogue(str(class_folders))) == 11 and "skipped 1 unreadable files" in caplog.text
 
 

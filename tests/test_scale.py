@@ -26,7 +26,7 @@ def class_folders(class_folders):
 
 def read_nothing(monkeypatch):
     """Any read of an image file's bytes for hashing fails the test."""
-    monkeypatch.setattr(scan, "sha256_file", lambda path: pytest.fail(f"read {path}"))
+    monkeypatch.setattr(scan, "file_key", lambda path: pytest.fail(f"read {path}"))
 
 
 def test_reopening_an_unchanged_catalogue_reads_no_image(class_folders, tmp_path, monkeypatch):
@@ -41,8 +41,8 @@ def test_a_changed_file_is_read_again_and_rehash_reads_all(class_folders, tmp_pa
     changed = class_folders / "red" / "red1.png"
     Image.new("RGB", (48, 64), (1, 2, 3)).save(changed)  # new bytes, new size and time
     read = []
-    real = scan.sha256_file
-    monkeypatch.setattr(scan, "sha256_file", lambda path: read.append(os.path.basename(path)) or real(path))
+    real = scan.file_key
+    monkeypatch.setattr(scan, "file_key", lambda path: read.append(os.path.basename(path)) or real(path))
     catalogue = load_catalogue(str(class_folders), cache_dir=tmp_path)
     assert read == ["red1.png"] and catalogue.keys[catalogue.ids.index("red/red1")] == real(changed)[:32]
     read.clear()

@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from retrieval.errors import LookalikeError
-from retrieval.store.artefacts import sha256_file
-from retrieval.store.fingerprint import KEY_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -71,14 +69,14 @@ def image_files(root, skipped: Skipped, recursive=True) -> list:
     return sorted(found)
 
 
-def hashed(paths: list, skipped: Skipped, record=None) -> tuple:
+def hashed(paths: list, skipped: Skipped, record) -> tuple:
     """(paths that could be read, their content keys): a file that can't be
     read (permissions, an I/O error) is skipped and counted; `record` (a
     data.scan.ScanRecord) spares reading the unchanged ones."""
     kept, keys = [], []
     for path in paths:
         try:
-            keys.append(record.key(path) if record is not None else sha256_file(path)[:KEY_CHARS])
+            keys.append(record.key(path))
         except OSError as e:
             skipped.add("unreadable files", f"{printable(path)} ({e.strerror or type(e).__name__})")
             continue

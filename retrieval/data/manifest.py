@@ -32,8 +32,7 @@ def detect(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in SUFFIXES
 
 
-def read(spec: str, path: Path, label_column: str | None = None, downloads: Path | None = None,
-         record=None) -> Catalogue:
+def read(spec: str, path: Path, label_column: str | None, downloads: Path | None, record) -> Catalogue:
     rows = _rows(spec, path)
     if not rows:
         raise LookalikeError(f"catalogue {spec!r}: the manifest has no rows")
@@ -85,7 +84,7 @@ def _rows(spec: str, path: Path) -> list:
         raise LookalikeError(f"catalogue {spec!r}: not a readable parquet manifest ({type(e).__name__})") from e
 
 
-def _images(rows: list, base: Path, downloads: Path | None, skipped: Skipped, record=None) -> tuple:
+def _images(rows: list, base: Path, downloads: Path | None, skipped: Skipped, record) -> tuple:
     """(images as paths or {'bytes', 'path'}, content keys, rows kept)."""
     images, keys, kept = [], [], []
     for i, row in enumerate(rows):

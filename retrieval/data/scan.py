@@ -22,10 +22,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.feather as feather
 
-from retrieval.store.artefacts import sha256_file
 from retrieval.store.atomic import write_bytes
 from retrieval.store.cache import entry_dir, mark_used
-from retrieval.store.fingerprint import KEY_CHARS, digest, short_sha
+from retrieval.store.fingerprint import digest, file_key, short_sha
 
 RACY_NS = 1_000_000_000  # files changed this close to the scan are hashed again next time
 
@@ -47,7 +46,7 @@ class ScanRecord:
         if known is not None and known[:3] == signature:
             key = known[3]
         else:
-            key = sha256_file(path)[:KEY_CHARS]
+            key = file_key(path)
             self.hashed += 1
         self.seen[path] = (*signature, key)
         return key

@@ -19,7 +19,7 @@ def detect(path: Path) -> bool:
     return (path / "cars_train").is_dir() and (path / "devkit" / "cars_meta.mat").is_file()
 
 
-def read(spec: str, root: Path, record=None) -> Catalogue:
+def read(spec: str, root: Path, record) -> Catalogue:
     from scipy.io import loadmat  # only this layout needs scipy
 
     devkit = root / "devkit"

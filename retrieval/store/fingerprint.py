@@ -28,9 +28,14 @@ def content_key(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:KEY_CHARS]
 
 
+def file_key(path) -> str:
+    """content_key of one file, read from disk."""
+    return sha256_file(path)[:KEY_CHARS]
+
+
 def file_keys(paths) -> list:
     """content_key of each file; hashing the 4,052 car thumbnails takes 0.25 s."""
-    return [sha256_file(p)[:KEY_CHARS] for p in paths]
+    return [file_key(p) for p in paths]
 
 
 def files_digest(paths) -> str:
