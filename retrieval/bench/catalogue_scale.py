@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from retrieval.store.atomic import MARKER, check_replaceable
+from retrieval.store.atomic import check_replaceable, mark
 from retrieval.store.cache import check_root
 
 PER_CLASS, CHANGED, QUERIES = 200, 1_000, 200
@@ -79,7 +79,7 @@ def catalogue_benchmark(sizes=(100_000, 1_000_000), backends=("usearch",), workd
             check_replaceable(root, KIND, "the bench's catalogue folder")  # only a folder it made before
             shutil.rmtree(root, ignore_errors=True)
             root.mkdir(parents=True)
-            (root / MARKER).write_text(json.dumps({"kind": KIND}) + "\n")
+            mark(root, KIND)
             started = time.perf_counter()
             generate(root, n)
             (root / ".complete").write_text(str(n))

@@ -102,13 +102,13 @@ def _build_annoy(folder, threads):
     takes far longer than one build)."""
     from annoy import AnnoyIndex
 
-    from retrieval.index.annoy_index import MIN_TREES, START_TREES_CAP, tune_search_k
+    from retrieval.index.annoy_index import first_trees, tune_search_k
 
     folder = Path(folder)
     vectors = np.load(folder / "vectors.npy")
     before = _rss_mb()
     started = time.perf_counter()
-    n_trees = max(MIN_TREES, min(START_TREES_CAP, int(np.sqrt(len(vectors)))))
+    n_trees = first_trees(len(vectors))
     annoy = AnnoyIndex(vectors.shape[1], "angular")
     annoy.set_seed(0)
     for i, v in enumerate(vectors):

@@ -65,7 +65,7 @@ class AnnoyIndex(StoredVectors, FolderIndex):
         n, dim = vectors.shape
         keys = keys_of(np.arange(n) if keys is None else keys, n)
         started = time.perf_counter()
-        n_trees = max(MIN_TREES, min(START_TREES_CAP, int(np.sqrt(n))))
+        n_trees = first_trees(n)
         while True:
             annoy = _trees(vectors, n_trees, seed)
             search_k, recall, met = tune_search_k(annoy, vectors, n_trees, seed)
@@ -83,6 +83,11 @@ class AnnoyIndex(StoredVectors, FolderIndex):
             return ("index.ann", *write_stored(tmp, vectors, keys))
 
         return cls(folder, save(folder, meta, write))
+
+
+def first_trees(n: int) -> int:
+    """The tree count a build of n items tries first: sqrt(n) within [MIN_TREES, START_TREES_CAP]."""
+    return max(MIN_TREES, min(START_TREES_CAP, int(np.sqrt(n))))
 
 
 def _trees(vectors: np.ndarray, n_trees: int, seed: int) -> Annoy:

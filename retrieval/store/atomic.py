@@ -60,6 +60,11 @@ def write_json(path, obj):
     write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
+def mark(folder, kind: str):
+    """Mark `folder` as a `kind` Lookalike wrote (what `marked_kind` reads)."""
+    (Path(folder) / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
+
+
 def marked_kind(folder) -> str | None:
     """The kind of artefact Lookalike wrote in `folder`, or None when it holds no marker of ours."""
     try:
@@ -97,7 +102,7 @@ def atomic_dir(path, kind: str, what: str = "folder", legacy: Layout | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n")
+        mark(tmp, kind)
         yield tmp
         check_replaceable(path, kind, what, legacy)
         old = None
