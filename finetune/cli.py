@@ -9,9 +9,8 @@ from dataclasses import fields
 from retrieval.cli import options, runner
 from retrieval.data.catalogues import load_catalogue
 from retrieval.embedding.run_dir import check_output
-from retrieval.errors import LookalikeError
 from retrieval.evaluation.table import metrics_table
-from retrieval.models.backbones import backbone_spec, default_device
+from retrieval.models.backbones import default_device
 from retrieval.models.whitening import KINDS
 from retrieval.report import autoencoder
 from retrieval.search.recommender import Recommender
@@ -72,11 +71,7 @@ def check_arguments(parser, args):
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.unfreeze < 0 or args.projection_dim < 0 or args.whitening_dim < 0:
         parser.error("--unfreeze, --projection-dim and --whitening-dim can't be negative")
-    if args.backbone != "auto":
-        try:
-            backbone_spec(args.backbone)
-        except LookalikeError as e:
-            parser.error(str(e))
+    options.check(parser, args)
 
 
 def run(args, out) -> int:

@@ -3,9 +3,7 @@ one CLI runner (retrieval/cli/runner.py): stdout carries only the answer."""
 
 import argparse
 
-from retrieval.cli import bench, catalogue_commands, maintenance, report, runner
-from retrieval.errors import LookalikeError
-from retrieval.models.backbones import backbone_spec
+from retrieval.cli import bench, catalogue_commands, maintenance, options, report, runner
 
 MODULES = (catalogue_commands, maintenance, bench, report)
 
@@ -22,13 +20,7 @@ def build_parser() -> tuple:
 
 def check_arguments(parser, args):
     """Mistakes a user can make on the command line, reported before any model loads."""
-    if getattr(args, "backbone", "auto") != "auto":
-        try:
-            backbone_spec(args.backbone)
-        except LookalikeError as e:
-            parser.error(str(e))
-    if getattr(args, "per_class", None) is not None and args.per_class < 1:
-        parser.error("--per-class must be at least 1")
+    options.check(parser, args)
     for module in MODULES:
         module.check(parser, args)
 

@@ -3,8 +3,9 @@ which part of it), which model, where the cache is, what runs extraction."""
 
 import argparse
 
+from retrieval.errors import LookalikeError
 from retrieval.index.backends import CHOICES as INDEX_BACKENDS
-from retrieval.models.backbones import available_backbones
+from retrieval.models.backbones import available_backbones, backbone_spec
 
 CATALOGUE_HELP = ("DIR (class folders or a flat folder), FILE.csv|.jsonl|.parquet (a manifest), "
                   "fashion-mnist[:SPLIT] or hub:OWNER/NAME[:SPLIT]")
@@ -55,3 +56,14 @@ def add_engine(p: argparse.ArgumentParser):
                    help="with --engine ray: workers, one model each (default: one per cluster CPU or GPU share)")
     p.add_argument("--ray-gpus-per-worker", type=float, default=0, metavar="G",
                    help="with --engine ray: GPUs per worker (default 0: CPU workers)")
+
+
+def check(parser: argparse.ArgumentParser, args):
+    """Mistakes in the shared flags (argparse's one line, exit 2), before any model loads."""
+    if getattr(args, "backbone", "auto") != "auto":
+        try:
+            backbone_spec(args.backbone)
+        except LookalikeError as e:
+            parser.error(str(e))
+    if getattr(args, "per_class", None) is not None and args.per_class < 1:
+        parser.error("--per-class must be at least 1")

@@ -61,7 +61,7 @@ def check(parser, args):
     """Mistakes on the command line (argparse's one line, exit 2), before anything loads."""
     if args.command != "report":
         return
-    for flag in ("per_class", "autoencoder_epochs", "knn_k", "timing_images", "examples"):
+    for flag in ("autoencoder_epochs", "knn_k", "timing_images", "examples"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1, not {value}")
