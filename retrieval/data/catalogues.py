@@ -31,7 +31,8 @@ from retrieval.store.fingerprint import digest
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HUB = "zalando-datasets/fashion_mnist"
-# Folder layouts, tried in this order (the first that recognises the folder reads it)
+# Folder layouts, tried in this order (the first that recognises the folder reads it); each module has
+# detect(path) and read(spec, path, split, record), ignoring what it has no use for
 LAYOUTS = (("Stanford Cars (cars_train/ + devkit/)", stanford_cars),
            ("Fashion-MNIST *-ubyte.gz files", idx_files),
            ("parquet files", tables),
@@ -104,10 +105,7 @@ def _read_path(spec: str, path: Path, split, record) -> Catalogue:
     if path.is_dir():
         for _, layout in LAYOUTS:
             if layout.detect(path):
-                if layout is idx_files:
-                    return layout.read(spec, path, split)
-                return layout.read(spec, path, record) if layout in (image_folders, stanford_cars) \
-                    else layout.read(spec, path)
+                return layout.read(spec, path, split, record)
     raise LookalikeError(f"catalogue {printable(spec)!r}: layout not recognised. Expected "
                          + ", ".join(name for name, _ in LAYOUTS) + ", or a CSV, JSONL or parquet manifest")
 

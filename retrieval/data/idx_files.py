@@ -19,7 +19,8 @@ def detect(path: Path) -> bool:
     return path.is_dir() and any(path.glob("*-images-idx3-ubyte.gz"))
 
 
-def read(spec: str, root: Path, split: str | None = None) -> Catalogue:
+def read(spec: str, root: Path, split: str | None = None, record=None) -> Catalogue:
+    """The layout's read (catalogues.LAYOUTS); `record` is unused: nothing here is hashed per file."""
     split = split or "test"
     if split not in PREFIXES:
         raise LookalikeError(f"catalogue {spec!r}: split must be train, test or all, not {split!r}")

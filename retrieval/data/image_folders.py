@@ -21,7 +21,8 @@ def detect(path: Path) -> bool:
     return path.is_dir() and any(not entry.name.startswith(".") for entry in os.scandir(path))
 
 
-def read(spec: str, root: Path, record) -> Catalogue:
+def read(spec: str, root: Path, split, record) -> Catalogue:
+    """The layout's read (catalogues.LAYOUTS); `split` is unused: the folder is one split."""
     skipped = Skipped()
     loose, loose_keys = hashed(image_files(root, skipped, recursive=False), skipped, record)
     groups = []  # (sub-folder, its images, their keys): every sub-folder, so class numbers are positions

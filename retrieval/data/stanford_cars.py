@@ -19,7 +19,8 @@ def detect(path: Path) -> bool:
     return (path / "cars_train").is_dir() and (path / "devkit" / "cars_meta.mat").is_file()
 
 
-def read(spec: str, root: Path, record) -> Catalogue:
+def read(spec: str, root: Path, split, record) -> Catalogue:
+    """The layout's read (catalogues.LAYOUTS); `split` is unused: the folder is one split."""
     from scipy.io import loadmat  # only this layout needs scipy
 
     devkit = root / "devkit"

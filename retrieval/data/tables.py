@@ -33,7 +33,8 @@ def has_image_feature(path: Path) -> bool:
     return any(isinstance(f, datasets.Image) for f in features.values())
 
 
-def read(spec: str, path: Path) -> Catalogue:
+def read(spec: str, path: Path, split=None, record=None) -> Catalogue:
+    """The layout's read (catalogues.LAYOUTS); a parquet catalogue has no splits here and no scan record."""
     files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
     try:
         ds = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
