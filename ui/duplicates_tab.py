@@ -5,10 +5,9 @@ with the similarity threshold that joined them."""
 
 import gradio as gr
 
-from retrieval.errors import LookalikeError
 from retrieval.search.hygiene import IDENTICAL
 from retrieval.search.service import Service
-from ui.edge import refused
+from ui.edge import refusing
 
 MAX_GROUPS = 60  # shown on the page; the CLI (`python -m retrieval duplicates`) writes them all
 
@@ -26,13 +25,11 @@ def threshold_note(service: Service, catalogue: str, groups: list) -> str:
             f"{served.backbone} embedding ({how}).")
 
 
+@refusing
 def groups_view(service: Service, catalogue: str) -> tuple:
     """(gallery items captioned with their group, the note) for a catalogue."""
-    try:
-        groups = service.duplicates(catalogue)
-        note = threshold_note(service, catalogue, groups)
-    except LookalikeError as e:
-        raise refused(e) from e
+    groups = service.duplicates(catalogue)
+    note = threshold_note(service, catalogue, groups)
     items = [(str(example.thumbnail), f"group {number} of {len(groups)} · {example.label}")
              for number, group in enumerate(groups[:MAX_GROUPS], 1) for example in group]
     return gr.Gallery(items, visible=bool(items)), note

@@ -2,6 +2,7 @@
 An image must be uploaded with the request; a refusal is one public line for
 the client (no server path, input cut short) and one line in the log."""
 
+import functools
 import inspect
 import logging
 import os
@@ -38,6 +39,17 @@ def refused(error: Exception) -> gr.Error:
     message = public(str(error)) or type(error).__name__
     log.info("refused: %s", message)
     return gr.Error(message, print_exception=False)
+
+
+def refusing(fn):
+    """`fn`, its LookalikeErrors sent back as refusals (refused)."""
+    @functools.wraps(fn)
+    def guarded(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except LookalikeError as e:
+            raise refused(e) from e
+    return guarded
 
 
 

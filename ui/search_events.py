@@ -5,10 +5,9 @@ a result only remembers it for the buttons under its gallery."""
 
 import gradio as gr
 
-from retrieval.errors import LookalikeError
 from retrieval.search.service import Service
 from ui import feedback, filters
-from ui.edge import refused
+from ui.edge import refusing
 from ui.search_tab import SearchTab, examples_for, search_function, why_function
 
 PRIVATE = {"api_visibility": "private"}
@@ -55,11 +54,9 @@ def wire_queries(tab: SearchTab, service: Service, then_search):
         return start(name, rows[evt.index])
 
     def search_with(side):
+        @refusing
         def pick(shown, selected):
-            try:
-                return start(shown["catalogue"], feedback.selected_row(shown, selected, side))
-            except LookalikeError as e:
-                raise refused(e) from e
+            return start(shown["catalogue"], feedback.selected_row(shown, selected, side))
         return pick
 
     then_search(tab.examples.select(pick_example, [tab.example_rows, tab.catalogue], new_query, **PRIVATE))
@@ -75,12 +72,10 @@ def wire_feedback(tab: SearchTab, service: Service, then_search):
         return remember
 
     def mark(side, kind):
+        @refusing
         def act(liked, shown, selected, catalogue):
-            try:
-                row = feedback.selected_row(shown, selected, side)
-                liked = feedback.marked(liked, catalogue, kind, service.item_id(shown["catalogue"], row), row)
-            except LookalikeError as e:
-                raise refused(e) from e
+            row = feedback.selected_row(shown, selected, side)
+            liked = feedback.marked(liked, catalogue, kind, service.item_id(shown["catalogue"], row), row)
             return liked, *feedback.shown(service, liked)
         return act
 

@@ -14,7 +14,7 @@ from retrieval.search.limits import MAX_K
 from retrieval.search.query import Query
 from retrieval.search.service import Service
 from ui import feedback, filters
-from ui.edge import refused, uploaded
+from ui.edge import refusing, uploaded
 from ui.format import SIDE_TITLES, caption, side_label
 
 ACTIONS = {"like": "👍 More like it", "dislike": "👎 Less like it", "why": "Why?", "search": "Search with it"}
@@ -139,17 +139,14 @@ def search_function(service: Service):
     item used as the query is shown apart and left out of the results."""
     where = filters.where_function(service)
 
+    @refusing
     def search(image, catalogue, backbone, k, item, liked, min_score, variety, dedup, *filter_values):
-        try:
-            query = current_query(service, image, catalogue, item, liked)
-            if query is None:
-                return gr.Gallery(value=None), gr.Gallery(value=None), "", {}, {}, hidden_why()
-            query.k, query.where = k, where(catalogue, filter_values)
-            query.hygiene = Hygiene(min_score if min_score and min_score > 0 else None, variety, dedup)
-            answer = service.answer(query, catalogue, backbone or None)
-        except LookalikeError as e:
-            raise refused(e) from e
-        return render(answer, catalogue)
+        query = current_query(service, image, catalogue, item, liked)
+        if query is None:
+            return gr.Gallery(value=None), gr.Gallery(value=None), "", {}, {}, hidden_why()
+        query.k, query.where = k, where(catalogue, filter_values)
+        query.hygiene = Hygiene(min_score if min_score and min_score > 0 else None, variety, dedup)
+        return render(service.answer(query, catalogue, backbone or None), catalogue)
     return search
 
 
@@ -171,15 +168,13 @@ def hidden_why() -> gr.Image:
 
 def why_function(service: Service, side: str):
     """The picture of why the result selected in `side` matches the query (its first liked item or upload)."""
+    @refusing
     def why(image, catalogue, backbone, item, liked, shown, selected):
-        try:
-            row = feedback.selected_row(shown, selected, side)
-            query = current_query(service, image, catalogue, item, liked)
-            if query is None:
-                raise LookalikeError("no query: upload an image or click a catalogue item first")
-            result_id = service.item_id(shown["catalogue"], row)
-            picture = service.explanation(query, catalogue, side, result_id, backbone or None)
-        except LookalikeError as e:
-            raise refused(e) from e
+        row = feedback.selected_row(shown, selected, side)
+        query = current_query(service, image, catalogue, item, liked)
+        if query is None:
+            raise LookalikeError("no query: upload an image or click a catalogue item first")
+        result_id = service.item_id(shown["catalogue"], row)
+        picture = service.explanation(query, catalogue, side, result_id, backbone or None)
         return gr.Image(picture, label=f"Why {result_id}? ({SIDE_TITLES[side]})", visible=True)
     return why
