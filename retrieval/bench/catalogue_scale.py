@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from retrieval.evaluation.table import table
 from retrieval.store.atomic import check_replaceable, mark
 from retrieval.store.cache import check_root
 
@@ -108,9 +109,8 @@ def catalogue_benchmark(sizes=(100_000, 1_000_000), backends=("usearch",), workd
 
 
 def markdown(rows: list) -> str:
-    lines = ["| items | backend | first index s | reopen s | add 1,000 s | remove 1,000 s | query p50 ms | "
-             "peak RSS MB |", "|---:|---|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['items']:,} | {r['backend']} | {r['first_index_s']} | {r['reopen_s']} | {r['add_1000_s']} | "
-              f"{r['remove_1000_s']} | {r['query_p50_ms']} | {r['peak_rss_mb']} |" for r in rows]
-    return "\n".join(lines)
+    return table(["items", "backend", "first index s", "reopen s", "add 1,000 s", "remove 1,000 s", "query p50 ms",
+                  "peak RSS MB"],
+                 [[f"{r['items']:,}", r["backend"], *(f"{r[k]}" for k in ("first_index_s", "reopen_s", "add_1000_s",
+                   "remove_1000_s", "query_p50_ms", "peak_rss_mb"))] for r in rows], align="rlrrrrrr")
 

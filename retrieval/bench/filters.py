@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from retrieval.bench.synthetic import Clustered, default_clusters
+from retrieval.evaluation.table import table
 from retrieval.index.backends import build_index, choose_backend
 from retrieval.search.filtered import search_allowed
 from retrieval.search.where import parse_where
@@ -61,8 +62,6 @@ def _measure(index, vectors, queries, table, text, share, backend) -> dict:
 
 
 def markdown(rows: list) -> str:
-    lines = ["| items | backend | filter keeps | allowed | p50 ms | p95 ms | recall@10 vs exact filtered |",
-             "|---:|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['items']:,} | {r['backend']} | {r['selectivity']:.1%} | {r['allowed']:,} | {r['p50_ms']} | "
-              f"{r['p95_ms']} | {r['recall_at_10']:.3f} |" for r in rows]
-    return "\n".join(lines)
+    return table(["items", "backend", "filter keeps", "allowed", "p50 ms", "p95 ms", "recall@10 vs exact filtered"],
+                 [[f"{r['items']:,}", r["backend"], f"{r['selectivity']:.1%}", f"{r['allowed']:,}", f"{r['p50_ms']}",
+                   f"{r['p95_ms']}", f"{r['recall_at_10']:.3f}"] for r in rows], align="rlrrrrr")

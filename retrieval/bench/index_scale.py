@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.bench.synthetic import Clustered, default_clusters
+from retrieval.evaluation.table import table
 from retrieval.store.artefacts import disk_bytes
 from retrieval.vectors import recall_at_k, top_k
 
@@ -203,14 +204,11 @@ def markdown(rows) -> str:
     """The rows as a markdown table."""
     head = ("backend", "n", "setting", "recall@10", "p50 ms", "p95 ms", "CPU p50 ms", "build s", "disk MB",
             "build +RSS MB", "serve RSS MB", "build params")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        setting = f"**{r['setting']}** (tuned)" if r["tuned"] else r["setting"]
-        cells = (r["backend"], f"{r['n']:,}", setting, f"{r['recall_at_10']:.4f}", f"{r['query_ms_p50']:.3f}",
-                 f"{r['query_ms_p95']:.3f}", f"{r['query_cpu_ms_p50']:.3f}", f"{r['build_s']:.1f}",
-                 f"{r['disk_mb']:.0f}", f"{r['rss_mb']:.0f}", f"{r['serve_rss_mb']:.0f}", r["params"])
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    cells = [(r["backend"], f"{r['n']:,}", f"**{r['setting']}** (tuned)" if r["tuned"] else r["setting"],
+              f"{r['recall_at_10']:.4f}", f"{r['query_ms_p50']:.3f}", f"{r['query_ms_p95']:.3f}",
+              f"{r['query_cpu_ms_p50']:.3f}", f"{r['build_s']:.1f}", f"{r['disk_mb']:.0f}", f"{r['rss_mb']:.0f}",
+              f"{r['serve_rss_mb']:.0f}", r["params"]) for r in rows]
+    return table(head, cells, align="l" * len(head))
 
 
 def main(argv=None):
