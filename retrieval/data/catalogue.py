@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import datasets
+import numpy as np
 import pyarrow as pa
 from PIL import Image as PILImage
 
@@ -19,6 +20,12 @@ from retrieval.store.fingerprint import content_key, digest, file_keys
 BASE_COLUMNS = ("image", "label", "id")
 # metadata types (the --where language's) and how datasets stores each
 VALUE_TYPES = {"integer": "int64", "float": "float64", "boolean": "bool", "string": "string"}
+
+
+def item_key(content_key: str) -> int:
+    """An index key from an item's content key (60 of its bits): identical
+    images share one vector, and a grown catalogue keeps its items' keys."""
+    return int(content_key[:15], 16)
 
 
 def make_dataset(images, labels, ids, names, metadata: dict | None = None) -> datasets.Dataset:
@@ -90,6 +97,17 @@ class Catalogue:
             return self.item_keys
         return [content_key(raw["bytes"]) if raw["bytes"] is not None else file_keys([raw["path"]])[0]
                 for raw in self.raw_images.with_format("arrow")["image"].to_pylist()]
+
+    @cached_property
+    def index_keys(self) -> np.ndarray:
+        """Each item's index key (int64, from its content key: `item_key`), what
+        every recommender of this catalogue stores its vector under."""
+        return np.array([item_key(key) for key in self.keys], dtype=np.int64)
+
+    @cached_property
+    def rows_of_index_key(self) -> "RowsOfKey":
+        """Index key -> catalogue rows with that image, in catalogue order."""
+        return RowsOfKey(self.index_keys)
 
     @cached_property
     def ids(self) -> list:
@@ -165,6 +183,23 @@ class Catalogue:
         keys = [self.keys[r] for r in rows] if self.item_keys is not None else None
         return Catalogue(self.spec, self.dataset.select(rows), fingerprint or digest(self.fingerprint, "rows", rows),
                          self.first_class_number, keys, self.source)
+
+
+class RowsOfKey:
+    """The catalogue rows of each index key, looked up by binary search over
+    the sorted keys: built in a sort (0.1 s at a million items, where a dict
+    of lists took 2 s before a first answer)."""
+
+    def __init__(self, row_keys: np.ndarray):
+        self.order = np.argsort(row_keys, kind="stable")
+        self.sorted = np.asarray(row_keys)[self.order]
+
+    def get(self, key: int, default=()) -> list:
+        start, stop = np.searchsorted(self.sorted, key, side="left"), np.searchsorted(self.sorted, key, side="right")
+        return self.order[start:stop].tolist() if stop > start else default
+
+    def __getitem__(self, key: int) -> list:
+        return self.get(key, [])
 
 
 def _short(text) -> str:
