@@ -133,8 +133,7 @@ class Catalogue:
     @cached_property
     def metadata_table(self) -> pa.Table:
         """The fields of `metadata_fields` as one Arrow table (what filters run over, vectorised)."""
-        wanted = [name for name in self.metadata_fields if name != "label"] + (["label"] if self.has_labels else [])
-        table = self.dataset.select_columns(wanted).with_format("arrow")[:]
+        table = self.dataset.select_columns(list(self.metadata_fields)).with_format("arrow")[:]
         columns = {name: table[name] for name in self.metadata_fields if name != "label"}
         if self.has_labels:
             names = pa.array(self.label_names, pa.string())
