@@ -167,11 +167,7 @@ def load_head(spec) -> HeadRun:
     folder = _download(spec[4:]) if spec.startswith("hub:") else Path(spec)
     config = run_dir.read_run(folder, "head")
     module = _build_head(config.embedder, spec)
-    try:
-        module.load_state_dict(run_dir.load_state(folder, config), strict=True)
-    except RuntimeError as e:  # wrong shapes or names
-        raise LookalikeError(f"{spec}: {config.weights_file} does not match its {run_dir.CONFIG_FILE} "
-                             f"({' '.join(str(e).split())[:200]})") from e
+    run_dir.load_weights(folder, config, module, spec)
     return HeadRun(module.eval(), config, folder, _fingerprint(module, config))
 
 

@@ -146,14 +146,23 @@ def read_run(run_dir, kind: str) -> RunConfig:
     return config
 
 
-def load_state(run_dir, config: RunConfig) -> dict:
+def load_weights(run_dir, config: RunConfig, module, name=None):
+    """`module` (built to the config's architecture) with the run's weights
+    loaded strictly; a damaged weights file, or one that doesn't fit the
+    module, is one LookalikeError naming `name` (default: the folder)."""
     from safetensors.torch import load_file
 
     path = Path(run_dir) / config.weights_file
     try:
-        return load_file(path)
+        state = load_file(path)
     except Exception as e:  # a damaged file: safetensors raises several types
         raise LookalikeError(f"{path}: damaged ({type(e).__name__}: {_one_line(e)})") from e
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # wrong shapes or names
+        raise LookalikeError(f"{name or run_dir}: {config.weights_file} does not match its {CONFIG_FILE} "
+                             f"({_one_line(e)})") from e
+    return module
 
 
 def read_metrics(run_dir) -> dict:

@@ -20,7 +20,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from retrieval.data.catalogue import Catalogue
-from retrieval.embedding.run_dir import CURVES_FILE, AutoencoderArchitecture, RunConfig, load_state, read_run, save_run
+from retrieval.embedding.run_dir import (
+    CURVES_FILE,
+    AutoencoderArchitecture,
+    RunConfig,
+    load_weights,
+    read_run,
+    save_run,
+)
 from retrieval.errors import LookalikeError
 from retrieval.store.atomic import atomic_path
 
@@ -162,12 +169,7 @@ def load_autoencoder(folder) -> ConvAutoencoder:
     config = read_run(folder, "autoencoder")
     if config.autoencoder.input_size != SIZE:
         raise LookalikeError(f"{folder}: an autoencoder of {config.autoencoder.input_size}px inputs, not {SIZE}px")
-    model = ConvAutoencoder(config.autoencoder.latent)
-    try:
-        model.load_state_dict(load_state(folder, config), strict=True)
-    except RuntimeError as e:  # wrong shapes or names
-        raise LookalikeError(f"{folder}: its weights don't match its config ({' '.join(str(e).split())[:200]})") from e
-    return model.eval()
+    return load_weights(folder, config, ConvAutoencoder(config.autoencoder.latent)).eval()
 
 
 def plot_loss(path, history: list, title: str):
