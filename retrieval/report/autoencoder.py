@@ -29,7 +29,7 @@ from retrieval.embedding.run_dir import (
     save_run,
 )
 from retrieval.errors import LookalikeError
-from retrieval.store.atomic import atomic_path
+from retrieval.report import plots
 
 SIZE, LATENT = 32, 32
 
@@ -179,5 +179,4 @@ def plot_loss(path, history: list, title: str):
     axes.plot([h["epoch"] for h in history], [h["loss"] for h in history], marker="o")
     axes.set(title=title, xlabel="epoch", ylabel="mean squared error")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    plots.save(fig, path)
