@@ -165,11 +165,10 @@ def cmd_explain(args, out) -> int:
     other = cat.row(args.other)
     if args.item:
         row = cat.row(args.item)
-        query, name = cat.image(row), f"{args.item}" + (f" ({cat.label_names[cat.labels[row]]})" if cat.has_labels
-                                                        else "")
+        query, name = cat.image(row), f"{args.item}" + (f" ({cat.label_of(row)})" if cat.has_labels else "")
     else:
         query, name = open_image(args.image), Path(args.image).name
-    label = f" ({cat.label_names[cat.labels[other]]})" if cat.has_labels else ""
+    label = f" ({cat.label_of(other)})" if cat.has_labels else ""
     png, score = explain_pair(rec.embedder, query, cat.image(other), [f"query: {name}", f"{args.other}{label}"])
     write_bytes(args.output, png)
     print(f"explain: {name} and {args.other}, cosine {score:.3f} -> {args.output}", file=out)

@@ -72,6 +72,10 @@ class Catalogue:
         self.require_labels("class names")
         return self.features["label"].names
 
+    def label_of(self, row: int) -> str | None:
+        """One item's class name; None in a catalogue without classes."""
+        return self.label_names[self.labels[row]] if self.has_labels else None
+
     def require_labels(self, what: str):
         """One clear line when something needs classes this catalogue has not."""
         if not self.has_labels:

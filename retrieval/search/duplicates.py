@@ -63,20 +63,15 @@ def duplicate_groups(rec: "Recommender", threshold: float | None = None, neighbo
 def write_groups(rec: "Recommender", groups: list, path, threshold: float) -> None:
     """As JSON ({threshold, groups: [{ids, labels, similarity}]}) or CSV (group, id, label), atomically."""
     cat = rec.catalogue
-    labels = cat.label_names if cat.has_labels else None
-
-    def label(row):
-        return labels[cat.labels[row]] if labels else None
-
     if Path(path).suffix == ".csv":
         text = io.StringIO()
         writer = csv.writer(text)
         writer.writerow(["group", "id", "label"])
         for number, group in enumerate(groups, 1):
-            writer.writerows([number, cat.ids[r], label(r) or ""] for r in group["rows"])
+            writer.writerows([number, cat.ids[r], cat.label_of(r) or ""] for r in group["rows"])
         data = text.getvalue().encode()
     else:
         data = json.dumps({"threshold": threshold, "groups": [
-            {"ids": [cat.ids[r] for r in g["rows"]], "labels": [label(r) for r in g["rows"]],
+            {"ids": [cat.ids[r] for r in g["rows"]], "labels": [cat.label_of(r) for r in g["rows"]],
              "similarity": g["similarity"]} for g in groups]}, indent=2, ensure_ascii=False).encode()
     write_bytes(path, data)

@@ -272,15 +272,13 @@ class Recommender:
                 for values, members in groups.values()]
 
     def _results(self, keys, scores, k, exclude: set, allowed_rows) -> list:
-        names = self.catalogue.label_names if self.catalogue.has_labels else None
         results = []
         for key, score in zip(keys.tolist(), scores.tolist()):
             for row in self.rows_of_key.get(key, ()) if key >= 0 else ():
                 if row in exclude or (allowed_rows is not None and not allowed_rows[row]) or len(results) >= k:
                     continue
-                label = names[self.catalogue.labels[row]] if names else None
-                results.append(Result(len(results) + 1, self.catalogue.ids[row], label, round(float(score), 4), row,
-                                      self.catalogue.metadata(row)))
+                results.append(Result(len(results) + 1, self.catalogue.ids[row], self.catalogue.label_of(row),
+                                      round(float(score), 4), row, self.catalogue.metadata(row)))
         return results
 
 

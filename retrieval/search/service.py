@@ -139,7 +139,7 @@ class Service:
             for row, label in enumerate(cat.labels):
                 first.setdefault(label, row)
             rows = list(first.values())
-        return [Example(row, self._label(cat, row) or cat.ids[row], self.thumbnails.path(cat, row))
+        return [Example(row, cat.label_of(row) or cat.ids[row], self.thumbnails.path(cat, row))
                 for row in rows[::max(1, len(rows) // n)][:n]]
 
     def item_id(self, catalogue: str, row: int) -> str:
@@ -160,7 +160,7 @@ class Service:
             raise LookalikeError(f"catalogue {served.config.name!r} is not ready ({served.state})")
         query, cat = query.checked(), served.catalogue
         first = cat.row(query.items[0]) if query.items else None
-        shown = None if first is None else QueryItem(cat.ids[first], self._label(cat, first),
+        shown = None if first is None else QueryItem(cat.ids[first], cat.label_of(first),
                                                      self.thumbnails.path(cat, first), cat.metadata(first))
         batcher = self._batcher(served)
         uploads = [batcher(open_image(image)) for image in query.images]  # validated once, for both sides
@@ -177,10 +177,6 @@ class Service:
                 Match(r.rank, r.id, r.label, r.score, r.row, self.thumbnails.path(cat, r.row),
                       None if same is None else r.label == same, r.metadata, r.near_identical) for r in results])
         return Answer(served.config.name, served.backbone, query.k, shown, sides)
-
-    @staticmethod
-    def _label(cat, row: int):
-        return cat.label_names[cat.labels[row]] if cat.has_labels else None
 
     def _batcher(self, served: Served) -> QueryBatcher:
         """Concurrent queries of a catalogue share its passes (batching.py)."""
@@ -217,7 +213,7 @@ class Service:
         if key not in self._views:
             self._views[key] = duplicate_groups(served.pretrained)
         cat = served.catalogue
-        return [[Example(r, self._label(cat, r) or cat.ids[r], self.thumbnails.path(cat, r)) for r in g["rows"]]
+        return [[Example(r, cat.label_of(r) or cat.ids[r], self.thumbnails.path(cat, r)) for r in g["rows"]]
                 for g in self._views[key]]
 
     def explanation(self, query: Query, catalogue: str, side: str, result_id: str, backbone=None):
