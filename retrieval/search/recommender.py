@@ -253,6 +253,8 @@ class Recommender:
                 if hygiene is not None:
                     vectors = self.index.vectors(self.row_keys[[r.row for r in out[i]]]) if out[i] else None
                     out[i] = tidy(out[i], vectors, k, hygiene, self.near_identical)
+                for result in out[i]:  # only the results kept: a pool holds k * POOL candidates
+                    result.metadata = self.catalogue.metadata(result.row)
         return out
 
     def _filter_groups(self, where, query_rows) -> list:
@@ -272,13 +274,14 @@ class Recommender:
                 for values, members in groups.values()]
 
     def _results(self, keys, scores, k, exclude: set, allowed_rows) -> list:
+        """Up to k Results (their metadata left for search_many to fill in those kept)."""
         results = []
         for key, score in zip(keys.tolist(), scores.tolist()):
             for row in self.rows_of_key.get(key, ()) if key >= 0 else ():
                 if row in exclude or (allowed_rows is not None and not allowed_rows[row]) or len(results) >= k:
                     continue
                 results.append(Result(len(results) + 1, self.catalogue.ids[row], self.catalogue.label_of(row),
-                                      round(float(score), 4), row, self.catalogue.metadata(row)))
+                                      round(float(score), 4), row))
         return results
 
 
