@@ -107,3 +107,17 @@ print("clean")
 """
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
     assert out.stdout.strip() == "clean", out.stderr
+
+
+def test_save_pretrained_writes_a_run_and_never_replaces_a_folder_it_did_not_write(run, tmp_path):
+    folder, module = run
+    backbone = create_backbone("tiny_test")
+    embedder = Embedder(backbone, head=trained_head(module, backbone, "run"))
+    embedder.save_pretrained(folder, {"loss": "y"})  # its own run: replaced
+    assert json.loads((folder / CONFIG_FILE).read_text())["training"] == {"loss": "y"}
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "precious.txt").write_text("keep me")
+    with pytest.raises(LookalikeError):
+        embedder.save_pretrained(theirs)
+    assert sorted(p.name for p in theirs.iterdir()) == ["precious.txt"]

@@ -113,13 +113,15 @@ class Embedder:
 
     def save_pretrained(self, folder, training: dict | None = None):
         """Write the head's weights and config.json (with what it was trained
-        on, `training`) into `folder`; `from_pretrained` loads them back."""
+        on, `training`) as the run `folder`, atomically, as `finetune` writes
+        runs (a folder Lookalike did not write is refused, never replaced);
+        `from_pretrained` loads them back."""
         if self.head is None:
             raise LookalikeError("an embedder without a fine-tuned head has nothing to save")
         config = self.head.config
-        run_dir.write_files(folder, run_dir.head_config(self.head.name, config.embedder.backbone, self.views,
-                                                        self.head.module.architecture(), training),
-                            self.head.module.state_dict())
+        run_dir.save_run(folder, run_dir.head_config(self.head.name, config.embedder.backbone, self.views,
+                                                     self.head.module.architecture(), training),
+                         self.head.module.state_dict(), {})
 
     @classmethod
     def from_pretrained(cls, spec, backbone="auto", device="auto") -> "Embedder":
