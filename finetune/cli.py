@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"metric-learning loss (default {d.loss}; none fits the whitening only): "
                         + describe_losses())
     p.add_argument("--unfreeze", type=int, default=0, metavar="N",
-                   help="also train the backbone's last N stages (efficientnet_lite0: 9 stages, resnets: 5), "
+                   help="also train the backbone's last N stages (efficientnet_lite0: 9 stages, resnets: 5; "
+                        "efficientnet_lite0_lite2: lite0's, lite2 stays frozen), "
                         "from their cached inputs; slow on a CPU, quick on a GPU (default 0: frozen)")
     p.add_argument("--stage-lr", type=float, default=d.stage_lr, help="learning rate of unfrozen stages")
     p.add_argument("--output", default="runs/latest", help="RUN_DIR to write (default runs/latest)")

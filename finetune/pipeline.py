@@ -39,7 +39,7 @@ def training_inputs(rec: Recommender, unfreeze: int):
         return FrozenFeatures(features), rows
     backbone = rec.embedder.backbone
     if not isinstance(backbone.model, StagedNet):
-        raise LookalikeError(f"--unfreeze needs a backbone made of stages (efficientnet_lite0 or a resnet), "
+        raise LookalikeError(f"--unfreeze needs a backbone made of stages (the EfficientNet-Lite ones or a resnet), "
                              f"not {backbone.name}")
     n_stages = len(backbone.model.stages)
     if not 0 < unfreeze < n_stages:

@@ -34,7 +34,7 @@ class TrainConfig:
     epochs: int = 10
     projection_dim: int = 512
     whitening: str = "learned"      # learned | pca | none
-    whitening_dim: int = 1024
+    whitening_dim: int = 1536       # capped at the features' dim
     lr: float = 1e-3
     stage_lr: float = 1e-4          # unfrozen backbone stages (--unfreeze)
     weight_decay: float = 1e-4

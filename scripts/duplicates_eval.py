@@ -5,6 +5,7 @@ flat folder; for each threshold, the pairs `duplicates` reports (through
 the index's neighbours) against the truth (same source image):
 
     python scripts/duplicates_eval.py --cars ../shared/data/stanford-cars-thumbs --n 500 [--head RUN_DIR]
+        [--backbone NAME] [--thresholds .9 .95 ...]
 
 Prints, per threshold, the precision and recall of the reported pairs, and
 per kind of alteration the share of copies joined to their original."""
@@ -66,6 +67,7 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=500)
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--head")
+    p.add_argument("--thresholds", type=float, nargs="+", default=THRESHOLDS)
     p.add_argument("--cache-dir")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
         ids = catalogue.ids
         truth = {tuple(sorted((a, b))) for a, b in itertools.combinations(ids, 2) if source[a] == source[b]}
         report = {"images": len(ids), "embedding": rec.embedding_name, "true_pairs": len(truth), "thresholds": []}
-        for threshold in THRESHOLDS:
+        for threshold in args.thresholds:
             found = pairs_of(duplicate_groups(rec, threshold), ids)
             hits = len(found & truth)
             joined = {kind: np.mean([tuple(sorted((f"{s}-original", f"{s}-{kind}"))) in found

@@ -98,3 +98,41 @@ def test_features_fingerprint_follows_every_part_of_the_preprocessing():
         backbone.spec.preprocessing, interpolation="bilinear")))
     assert Embedder(backbone).features_fingerprint != Embedder(other).features_fingerprint
     assert Embedder(backbone).features_fingerprint != Embedder(backbone, ("original",)).features_fingerprint
+
+
+def test_a_side_network_puts_its_features_first_and_keeps_them_under_a_fine_tuned_tail():
+    """efficientnet_lite0_lite2's mechanics on tiny_test_pair: the side
+    network's features come before the stages' taps, the inputs `--unfreeze`
+    caches (stages before `start`, side included) and the tail give the same
+    features as the whole net, and a fine-tuned tail keeps the side."""
+    from retrieval.models.backbones import create_backbone
+
+    pair = create_backbone("tiny_test_pair", runtime="torch")
+    side, own = pair.model.side, create_backbone("tiny_test", runtime="torch")
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = torch.cat([side(x), own.model(x)], dim=1)
+        assert pair.dim == expected.shape[1] and torch.allclose(pair(x), expected, atol=1e-5)
+        maps, pooled = pair.model.run(x, 0, 2)
+        tail = pair.model.tail(2)
+        assert torch.allclose(tail(maps, torch.cat(pooled, 1)), expected, atol=1e-5)
+        assert pair.model.with_tail(tail).side is side
+    assert pair.fingerprint != own.fingerprint and "+" in pair.config()["pooling"]
+
+
+@pytest.mark.parametrize("lite2_installed, expected", [(True, "efficientnet_lite0_lite2"),
+                                                       (False, "efficientnet_lite0")])
+def test_auto_offline_picks_the_lite_pair_when_lite2_ships(monkeypatch, tmp_path, lite2_installed, expected):
+    from dataclasses import replace
+
+    from retrieval.models import backbones
+
+    weights = tmp_path / "lite2.pth"
+    if lite2_installed:
+        weights.write_bytes(b"weights")
+    monkeypatch.setitem(_REGISTRY, "efficientnet_lite0_lite2",
+                        replace(_REGISTRY["efficientnet_lite0_lite2"], weights_file=lambda: weights))
+    monkeypatch.setitem(_REGISTRY, "resnet18", replace(_REGISTRY["resnet18"], weights_file=lambda: tmp_path / "no"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name, why = backbones.resolve_backbone("auto")
+    assert name == expected and "offline" in why

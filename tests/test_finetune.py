@@ -170,9 +170,11 @@ def test_missing_head_and_offline_push_are_clear_errors(tmp_path):
         load_head("hub:someone/head")
 
 
-def test_unfreeze_trains_the_last_stages_and_retrieval_runs_them(shapes, tmp_path):
+@pytest.mark.parametrize("name, pooled_before", [("tiny_test", 0), ("tiny_test_pair", 48)])
+def test_unfreeze_trains_the_last_stages_and_retrieval_runs_them(shapes, tmp_path, name, pooled_before):
     """--unfreeze: the last stages train from their cached inputs, and a saved
-    run gives the same embeddings from whole images as training saw."""
+    run gives the same embeddings from whole images as training saw; a side
+    network's features (tiny_test_pair) are cached with the inputs and stay."""
     import copy
 
     from finetune.inputs import StageInputs
@@ -181,11 +183,11 @@ def test_unfreeze_trains_the_last_stages_and_retrieval_runs_them(shapes, tmp_pat
     from retrieval.extract.features import stage_inputs
     from retrieval.search.recommender import Recommender
 
-    catalogue, embedder = load_catalogue(str(shapes)), create_embedder("tiny_test")
+    catalogue, embedder = load_catalogue(str(shapes)), create_embedder(name)
     backbone = embedder.backbone
     start = 2  # the last two of tiny_test's four stages train
     maps, pooled, rows = stage_inputs(catalogue, embedder, start, tmp_path / "cache")
-    assert maps.shape[:2] == (30, 2) and maps.dtype == np.float16 and pooled.shape == (30, 2, 0)
+    assert maps.shape[:2] == (30, 2) and maps.dtype == np.float16 and pooled.shape == (30, 2, pooled_before)
     tail = copy.deepcopy(backbone.model.tail(start)).requires_grad_(True)
     before = copy.deepcopy(tail.state_dict())
     labels = [catalogue.labels[r] for r in rows]
@@ -198,7 +200,7 @@ def test_unfreeze_trains_the_last_stages_and_retrieval_runs_them(shapes, tmp_pat
 
     save_run(tmp_path / "tail", result, backbone, {"loss": "supcon", "unfreeze": 2}, catalogue.label_names)
     rec = Recommender.open(catalogue, backbone=backbone, head=str(tmp_path / "tail"), cache_dir=tmp_path / "cache")
-    assert rec.embedder.backbone.weights.startswith("tiny_test:seed0+tail:") and rec.embedder.backbone is not backbone
+    assert rec.embedder.backbone.weights.startswith(f"{name}:seed0+tail:") and rec.embedder.backbone is not backbone
     from_images = rec.features()[0]
     from_maps = StageInputs(maps, pooled, result.head.tail).all_views(np.arange(30), torch.device("cpu")).numpy()
     assert np.allclose(from_images, from_maps, atol=2e-2 * np.abs(from_maps).max())  # maps cached as float16
@@ -213,3 +215,42 @@ def test_unfreeze_refuses_unstaged_backbones_and_bad_counts(shapes, tmp_path, ca
     assert finetune_main([*common, "--backbone", "tiny_test", "--unfreeze", "4"]) == 2
     assert "--unfreeze must be 0..3 for tiny_test, not 4" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_learned_whitening_is_within_class_whitening_then_pca():
+    """fit_whitening("learned") solves one generalised eigenproblem: it must
+    give the projection its definition gives (whiten the shrunk within-class
+    covariance, then keep the top principal directions), up to a rotation
+    inside the kept space, which cosines don't see."""
+    from retrieval.models import whitening
+
+    views, labels = synthetic_views(per_class=12)
+    x = views.reshape(-1, views.shape[2]).astype(np.float64)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.repeat(labels, 2)
+    class_means = np.stack([x[y == c].mean(0) for c in np.unique(y)])
+    within = x - class_means[np.searchsorted(np.unique(y), y)]
+    values, vectors = np.linalg.eigh(whitening._shrunk(within.T @ within / len(x), whitening.WITHIN_CLASS_SHRINK))
+    inverse_sqrt = (vectors / np.sqrt(values)) @ vectors.T
+    whitened = (x - x.mean(0)) @ inverse_sqrt
+    _, pcs = np.linalg.eigh(whitened.T @ whitened / len(x))
+    expected = whitened @ pcs[:, ::-1][:, :8]
+
+    mean, projection = whitening.fit_whitening(torch.as_tensor(x), torch.as_tensor(y), 8)
+    ours = (x - mean.double().numpy()) @ projection.double().numpy().T
+
+    def cosines(z):
+        z = z / np.linalg.norm(z, axis=1, keepdims=True)
+        return z @ z.T
+
+    assert np.allclose(cosines(ours), cosines(expected), atol=1e-4)
+
+
+def test_learned_whitening_of_classes_that_never_vary_is_finite():
+    """One image per class (a shop whose every product is its own class, its
+    views identical) leaves no within-class spread to whiten: still finite."""
+    from retrieval.models.whitening import fit_whitening
+
+    x = torch.randn(10, 16, generator=torch.Generator().manual_seed(0))
+    mean, projection = fit_whitening(torch.cat([x, x]), torch.arange(10).repeat(2), 8)
+    assert projection.shape == (8, 16) and torch.isfinite(projection).all()

@@ -109,3 +109,16 @@ def test_fine_tuned_stages_run_in_float(own_cache):
     tail = backbone.with_tail(backbone.model.tail(len(backbone.model.stages) - 1), "tail:test")
     assert backbone.runtime == "openvino-int8" and tail.runtime in ("openvino-bf16", "openvino")
     assert tail.fingerprint != backbone.fingerprint
+
+
+def test_a_side_networks_stages_are_quantised_too(own_cache):
+    """efficientnet_lite0_lite2 is one network with lite2 beside lite0's
+    stages: int8 must reach the side's convolutions, not keep them float
+    with the pooling."""
+    import re
+
+    create_backbone("tiny_test_pair", runtime="openvino-int8").warm_up()
+    xml = (_int8_entry(own_cache) / "model.xml").read_text()
+    quantised = re.findall(r'<layer id="\d+" name="([^"]+)" type="FakeQuantize"', xml)
+    assert any(name.startswith("__module.side.stages.") for name in quantised)
+    assert any(name.startswith("__module.stages.") for name in quantised)

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from retrieval.cli.main import main
@@ -139,3 +140,16 @@ def test_explain_writes_a_png(shop, tmp_path, capsys):
     assert main(["explain", "--catalogue", str(shop), "--backbone", "tiny_test", "--cache-dir", str(tmp_path / "c"),
                  "--item", "red/red0", "--with", "red/red1", "--output", str(out)]) == 0
     assert Image.open(out).format == "PNG" and Image.open(out).size[0] > 700
+
+
+def test_explain_localises_a_side_networks_features_too():
+    """efficientnet_lite0_lite2's embedding starts with lite2's features: each
+    location's vector must too, or a head trained on the pair can't apply."""
+    from retrieval.models.heads import EmbeddingHead
+    from retrieval.search.explain import location_vectors
+
+    embedder = create_embedder("tiny_test_pair", runtime="torch")
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    assert location_vectors(embedder, image).shape[-1] == embedder.backbone.dim == 96
+    embedder.head = lambda features: EmbeddingHead(96, 8, 0).eval()(torch.as_tensor(features)).detach().numpy()
+    assert location_vectors(embedder, image).shape[-1] == 8

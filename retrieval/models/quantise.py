@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 
 CALIBRATION_IMAGES = 100  # as good as 300 or 600 on protocol A, at a third of the time
 SYNTHETIC_SEED = 0
-STAGE_PREFIX = "__module.stages."  # ov.convert_model names a StagedNet's stage ops so
+# ov.convert_model names the ops of a StagedNet's stages, and of its side network's, so
+STAGE_PREFIXES = ("__module.stages.", "__module.side.stages.")
 
 
 def has_nncf() -> bool:
@@ -87,12 +88,13 @@ def synthetic_images(size: tuple, n: int) -> list:
 
 def float_scope(ov_model):
     """nncf.IgnoredScope keeping the converted StagedNet's ops outside its
-    stages (the pooling, normalisation and concatenation of the taps) in float."""
+    stages and its side network's (the pooling, normalisation and
+    concatenation of the taps) in float."""
     import nncf
 
     skip = {"Parameter", "Result", "Constant"}
     names = sorted(op.get_friendly_name() for op in ov_model.get_ops()
-                   if op.get_type_name() not in skip and not op.get_friendly_name().startswith(STAGE_PREFIX)
+                   if op.get_type_name() not in skip and not op.get_friendly_name().startswith(STAGE_PREFIXES)
                    and op.get_output_size() == 1 and op.get_output_partial_shape(0).rank.is_static
                    and op.get_output_partial_shape(0).rank.get_length() >= 2)
     return nncf.IgnoredScope(names=names, validate=False)

@@ -3,10 +3,17 @@ training classes: PCA whitening (the issue's trivial baseline) or learned
 whitening (whiten the within-class covariance, then PCA), which measured best
 of the fixed projections on unseen classes (docs/finetune-research.md).
 
-The linear algebra runs in numpy (OpenBLAS): torch's MKL eigh took 37 s for a
-1792-d covariance on this machine's AMD CPU, numpy's 4.7 s (same run)."""
+The linear algebra runs in numpy and scipy (OpenBLAS): torch's MKL eigh took
+37 s for a 1792-d covariance on this machine's AMD CPU, numpy's 4.7 s (same
+run). Learned whitening is one generalised eigenproblem (total covariance
+against within-class covariance), the same projection as whitening then PCA
+(cosines agree to 1e-8) at less than half the time: 6.8 s instead of 15.4 s
+for efficientnet_lite0_lite2's 3632-d features. In float32 it takes 2.9 s,
+with cosines within 2e-6 of float64's (the shrinkage keeps both covariances
+well conditioned)."""
 
 import numpy as np
+import scipy.linalg
 import torch
 
 from retrieval.errors import LookalikeError
@@ -25,25 +32,26 @@ def fit_whitening(features: torch.Tensor, labels: torch.Tensor, dim: int, kind: 
     """Return (mean (D,), projection (dim, D)) so that x -> (x - mean) @ projection.T."""
     if kind not in KINDS or kind == "none":
         raise LookalikeError(f"unknown whitening {kind!r}; choose learned or pca")
-    x = np.asarray(features, dtype=np.float64)
+    x = np.asarray(features, dtype=np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     if dim > x.shape[1]:
         raise LookalikeError(f"whitening dim {dim} exceeds the feature dim {x.shape[1]}")
     mean = x.mean(0)
+    centred = x - mean
     if kind == "pca":
-        centred = x - mean
         values, vectors = _top_eigen(_shrunk(centred.T @ centred / (len(x) - 1), PCA_SHRINK), dim)
         return _tensors(mean, (vectors / np.sqrt(np.maximum(values, 1e-9))).T)
     classes, index = np.unique(np.asarray(labels), return_inverse=True)
-    class_means = np.zeros((len(classes), x.shape[1]))
+    class_means = np.zeros((len(classes), x.shape[1]), dtype=x.dtype)
     np.add.at(class_means, index, x)
     class_means /= np.bincount(index, minlength=len(classes))[:, None]
     within = x - class_means[index]
-    values, vectors = np.linalg.eigh(_shrunk(within.T @ within / len(x), WITHIN_CLASS_SHRINK))
-    inverse_sqrt = (vectors / np.sqrt(np.maximum(values, 1e-12))) @ vectors.T
-    whitened = (x - mean) @ inverse_sqrt
-    _, pcs = _top_eigen(whitened.T @ whitened / len(x), dim)
-    return _tensors(mean, (inverse_sqrt @ pcs).T)
+    # the ridge keeps it invertible when no class varies (one image per class)
+    within_cov = _shrunk(within.T @ within / len(x), WITHIN_CLASS_SHRINK) + 1e-9 * np.eye(x.shape[1], dtype=x.dtype)
+    # v.T @ within_cov @ v = 1 for each eigenvector v: the within-class
+    # covariance whitened, directions ranked by the total variance they keep
+    values, vectors = scipy.linalg.eigh(centred.T @ centred / len(x), within_cov, driver="gvd")
+    return _tensors(mean, vectors[:, np.argsort(values)[::-1][:dim]].T)
 
 
 def _tensors(mean, projection):
@@ -53,11 +61,11 @@ def _tensors(mean, projection):
 def _shrunk(cov: np.ndarray, shrink: float) -> np.ndarray:
     """Shrink toward a scaled identity: few images per class make the raw
     covariance singular."""
-    return (1 - shrink) * cov + shrink * np.trace(cov) / len(cov) * np.eye(len(cov))
+    return (1 - shrink) * cov + shrink * np.trace(cov) / len(cov) * np.eye(len(cov), dtype=cov.dtype)
 
 
 def _top_eigen(matrix: np.ndarray, dim: int):
-    values, vectors = np.linalg.eigh(matrix)
+    values, vectors = scipy.linalg.eigh(matrix, driver="evd")  # float32: twice numpy's speed here
     order = np.argsort(values)[::-1][:dim]
     return values[order], vectors[:, order]
 

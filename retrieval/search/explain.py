@@ -2,9 +2,10 @@
 a heat map of its regions that match the other image.
 
 The maps are the backbone's own: the outputs of the stages whose pooling
-makes the embedding (efficientnet_lite0: stages 6, 7 and 8; the ResNets:
-their last stage), each brought to the grid of the last one (average
-pooling), L2-normalised per stage and concatenated, so that each location
+makes the embedding (efficientnet_lite0: stages 6, 7 and 8, after lite2's
+same stages in efficientnet_lite0_lite2; the ResNets: their last stage),
+each brought to the grid of the last one (average pooling), L2-normalised
+per stage and concatenated, so that each location
 has a vector built like the pooled features. For the fine-tuned embedding
 each location's vector also goes through the head (its projection and
 whitening; the head's own trained stages run in the backbone). A location
@@ -32,16 +33,11 @@ def location_vectors(embedder: Embedder, image: Image.Image) -> np.ndarray:
     """(h, w, D) normalised vectors, one per location of the last pooled stage's grid."""
     model = embedder.backbone.model
     if not isinstance(model, StagedNet):
-        raise LookalikeError(f"explain needs a backbone made of stages (efficientnet_lite0, the ResNets), "
+        raise LookalikeError(f"explain needs a backbone made of stages (the EfficientNet-Lite ones, the ResNets), "
                              f"not {embedder.backbone.name}")
-    x = embedder.preprocess(image)[None].to(embedder.backbone.device)
-    maps = []
-    for i, stage in enumerate(model.stages):
-        x = stage(x)
-        if i in model.taps:
-            maps.append(x.float())
+    maps = model.tap_maps(embedder.preprocess(image)[None].to(embedder.backbone.device))
     grid = maps[-1].shape[2:]
-    parts = [F.normalize(F.adaptive_avg_pool2d(m, grid), dim=1) for m in maps]
+    parts = [F.normalize(F.adaptive_avg_pool2d(m.float(), grid), dim=1) for m in maps]
     vectors = torch.cat(parts, 1)[0].permute(1, 2, 0)  # (h, w, D)
     h, w, d = vectors.shape
     if embedder.head is not None:
