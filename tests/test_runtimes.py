@@ -30,6 +30,14 @@ def test_bfloat16_features_are_cached_apart(own_cache):
     assert bf16.config() == create_backbone("tiny_test", runtime="torch").config()  # heads still fit
 
 
+def test_float32_and_bfloat16_compile_one_converted_network(own_cache):
+    """The converted network is named by what it is, not by the precision
+    its features are computed in: a second runtime converts nothing again."""
+    create_backbone("tiny_test", runtime="openvino").warm_up()
+    create_backbone("tiny_test", runtime="openvino-bf16").warm_up()
+    assert len(list(own_cache.glob("openvino/*/meta.json"))) == 1
+
+
 def test_auto_is_openvino_on_the_cpu_and_bad_names_are_one_error(own_cache, monkeypatch):
     assert resolve_runtime("auto", torch.device("cpu")) == "openvino-int8"  # this CPU has AVX-512 VNNI, NNCF is here
     monkeypatch.setattr(runtimes, "has_nncf", lambda: False)

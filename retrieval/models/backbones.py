@@ -117,12 +117,13 @@ class Backbone:
     @cached_property
     def _openvino(self) -> Callable | None:
         """The network compiled by OpenVINO; None (torch runs it) if it can't be converted."""
-        int8, size = self.runtime == "openvino-int8", self.spec.preprocessing.size
-        # int8: the network is named by the float features' fingerprint (its own names its calibration)
-        fingerprint = digest("backbone", self.config()) if int8 else self.fingerprint
+        size = self.spec.preprocessing.size
+        # named by what the network is, not by its features' precision: float32 and bfloat16
+        # compile the same converted network, and int8 quantises it
+        network = digest("backbone", self.config())
         calibrate = functools.partial(calibration_set, self.preprocess, size, self.calibration)
         try:
-            return openvino_runner(self.model, size, fingerprint, self.runtime, self.cache_dir, calibrate)
+            return openvino_runner(self.model, size, network, self.runtime, self.cache_dir, calibrate)
         except LookalikeError:
             raise
         except Exception as e:  # a network OpenVINO can't convert still runs, slower

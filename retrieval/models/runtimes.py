@@ -118,8 +118,9 @@ def openvino_runner(model: torch.nn.Module, input_size: tuple, fingerprint: str,
                     cache_dir=None, calibrate=None) -> OpenVinoRunner:
     """`model` (frozen, on the CPU) compiled by OpenVINO for `runtime` and
     inputs of `input_size` (height, width) and any batch size, from the
-    network cached for `fingerprint` under `cache_dir` (converted, for int8
-    also quantised, and cached when missing or damaged). `calibrate`: for
+    network cached for `fingerprint` (naming the network, whatever the
+    runtime's precision) under `cache_dir` (converted, for int8 also
+    quantised, and cached when missing or damaged). `calibrate`: for
     int8, () -> (calibration images, their digest), called only to quantise."""
     import openvino as ov
 
