@@ -261,6 +261,21 @@ def test_a_bad_expression_is_one_line_without_a_logged_traceback(small):
     assert "\n" not in str(e.value) and not logged
 
 
+def test_an_engine_failure_during_a_filtered_search_is_not_blamed_on_the_filter():
+    """A Milvus server's parse error is the expression's; a failure inside the
+    engine (faiss, a query node) while a filter is given is the engine's."""
+    from pymilvus.exceptions import MilvusException
+
+    from retrieval.index.milvus_schema import explain
+
+    engine = MilvusException(code=65535, message="fail to search on QueryNode 1: faiss assertion failed")
+    said = explain("http://milvus:19530", "search", engine, "bucket < 10")
+    assert "bad filter" not in said and "search failed: fail to search on QueryNode 1" in said
+    parse = MilvusException(code=1100, message="failed to create query plan: cannot parse expression: nosuch > 1")
+    said = explain("http://milvus:19530", "search", parse, "nosuch > 1")
+    assert said.startswith("bad filter expression 'nosuch > 1'")
+
+
 def test_an_unreachable_uri_is_one_clear_line_quickly():
     started = time.perf_counter()
     with pytest.raises(LookalikeError, match=r"can't reach Milvus at http://127\.0\.0\.1:1: is it running") as e:

@@ -204,6 +204,12 @@ def one_line(uri: str, action: str, expr: str | None = None):
         raise LookalikeError(explain(uri, action, e, expr)) from e
 
 
+# How Milvus says an expression is wrong: Milvus Lite 3's parser points at a
+# column; a Milvus server can't "parse expression" or "create query plan". Any
+# other failure of a filtered search is the engine's, not the filter's.
+EXPRESSION_ERRORS = ("at column", "expression", "query plan")
+
+
 def explain(uri: str, action: str, e: Exception, expr: str | None) -> str:
     where, causes = place(uri), _chain(e)
     message = _message(e)
@@ -226,7 +232,7 @@ def explain(uri: str, action: str, e: Exception, expr: str | None) -> str:
         return f"can't reach {where}: is it running, and is --milvus-uri its gRPC address (port 19530)? ({message})"
     if getattr(e, "code", None) == 100 or "collection" in low and ("not exist" in low or "not found" in low):
         return f"{where}: {action}: the collection is gone ({message}); rebuild the index"
-    if expr is not None:
+    if expr is not None and any(sign in low for sign in EXPRESSION_ERRORS):
         return f"bad filter expression {expr!r}: " + "; ".join(p for p in message.split("; ") if p != expr.strip())
     return f"{where}: {action} failed: {message}"
 
