@@ -506,3 +506,42 @@ def test_rest_route_edges_are_one_clear_message(served, caplog):
         assert code == 404 and "no such endpoint" in text
     assert [r.getMessage().split(":")[0] for r in caplog.records if r.name == "lookalike.app"] == ["refused"] * 4
     assert all(r.exc_info is None for r in caplog.records)
+
+
+def test_an_upload_asked_again_is_not_embedded_again(served, monkeypatch):
+    """The page asks again with the same upload on each 👍/👎: its embeddings
+    are remembered by content (a path, its bytes or the decoded image alike),
+    and another image still gets its own pass."""
+    service, shop = served["service"], served["shop"]
+    embedder = service.get("shop").pretrained.embedder
+    passes, features = [], embedder.features
+    monkeypatch.setattr(embedder, "features", lambda images, *a, **k: passes.append(len(images)) or
+                        features(images, *a, **k))
+    red, blue = shop / "red" / "red2.png", shop / "blue" / "blue1.png"
+    first = service.answer(Query(images=[str(red)], k=4), "shop")
+    again = service.answer(Query(images=[red.read_bytes()], k=4), "shop")
+    assert [m.id for m in again.sides["pretrained"].results] == [m.id for m in first.sides["pretrained"].results]
+    service.answer(Query(images=[str(red)], unlike_items=["cyan/cyan1"], k=4), "shop")  # a 👎
+    assert passes == [1]
+    service.answer(Query(images=[str(blue)], k=4), "shop")
+    assert passes == [1, 1]
+
+
+def test_remembered_uploads_follow_the_models_that_embedded_them():
+    """A head that arrives after an upload was embedded (the app trains it
+    once the page is up) gets the upload embedded again, for both sides."""
+    from retrieval.search.uploads import UploadEmbeddings
+
+    uploads, made = UploadEmbeddings(kept=2), []
+    image = Image.new("RGB", (8, 8), (200, 30, 30))
+
+    def embed(im):
+        made.append(im)
+        return {"pretrained": len(made)}
+
+    assert uploads.get(("p", None), image, embed) == uploads.get(("p", None), image.copy(), embed) == {"pretrained": 1}
+    assert uploads.get(("p", "f"), image, embed) == {"pretrained": 2}  # a fine-tuned side now too
+    for colour in ((1, 2, 3), (4, 5, 6)):  # two more uploads: the first is forgotten
+        uploads.get(("p", "f"), Image.new("RGB", (8, 8), colour), embed)
+    uploads.get(("p", "f"), image, embed)
+    assert len(made) == 5

@@ -28,6 +28,7 @@ from retrieval.search.query import Query
 from retrieval.search.served import Served, no_head_note, unavailable
 from retrieval.search.spaces import CatalogueConfig
 from retrieval.search.thumbnails import Thumbnails
+from retrieval.search.uploads import UploadEmbeddings
 from retrieval.store.cache import cache_root
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ class Service:
         self._catalogues = {}                    # (spec, classes, per_class) -> Catalogue
         self._batchers, self._batchers_lock = {}, threading.Lock()  # one per served catalogue
         self._views = {}  # what the page shows of a catalogue, made once (its duplicate groups)
+        self._uploads = UploadEmbeddings()
         self.served: list = []
         for config in configs:
             self.served.append(self._open(config))
@@ -153,7 +155,8 @@ class Service:
 
     def answer(self, query: Query, catalogue: str, backbone=None) -> Answer:
         """Search both embeddings with one backbone pass per uploaded image
-        (validated) and none for catalogue items (their stored embeddings).
+        (validated; none when the same image was asked with before) and none
+        for catalogue items (their stored embeddings).
         The first liked item is shown apart; examples never come back."""
         served = self.get(catalogue, backbone)
         if not served.ready:
@@ -163,8 +166,13 @@ class Service:
         shown = None if first is None else QueryItem(cat.ids[first], cat.label_of(first),
                                                      self.thumbnails.path(cat, first), cat.metadata(first))
         batcher = self._batcher(served)
-        uploads = [batcher(open_image(image)) for image in query.images]  # validated once, for both sides
-        unliked_uploads = [batcher(open_image(image)) for image in query.unlike_images]
+
+        def embed(image):  # validated once, for both sides
+            return batcher(open_image(image))
+
+        models = tuple(rec.embedder.fingerprint if rec else None for rec in (getattr(served, s) for s in SIDES))
+        uploads = [self._uploads.get(models, image, embed) for image in query.images]
+        unliked_uploads = [self._uploads.get(models, image, embed) for image in query.unlike_images]
         same = shown.label if shown is not None and not query.images and cat.has_labels else None
         sides = {}
         for side in SIDES:
