@@ -114,23 +114,23 @@ class OpenVinoRunner:
         return torch.from_numpy(np.array(outputs[0], dtype=np.float32))
 
 
-def openvino_runner(model: torch.nn.Module, input_size: tuple, fingerprint: str, runtime: str,
+def openvino_runner(model: torch.nn.Module, input_size: tuple, network: str, runtime: str,
                     cache_dir=None, calibrate=None) -> OpenVinoRunner:
     """`model` (frozen, on the CPU) compiled by OpenVINO for `runtime` and
     inputs of `input_size` (height, width) and any batch size, from the
-    network cached for `fingerprint` (naming the network, whatever the
-    runtime's precision) under `cache_dir` (converted, for int8 also
-    quantised, and cached when missing or damaged). `calibrate`: for
-    int8, () -> (calibration images, their digest), called only to quantise."""
+    network cached under the name `network` (a digest of what the network is,
+    whatever the runtime's precision) in `cache_dir` (converted, for int8 also
+    quantised, and cached when missing or damaged). `calibrate`: for int8,
+    () -> (calibration images, their digest), called only to quantise."""
     import openvino as ov
 
     core, root = ov.Core(), cache_root(cache_dir)
     calibration = None
     if runtime == "openvino-int8":
-        network, folder, calibration = _int8_network(ov, core, root, model, input_size, fingerprint, calibrate)
+        ir, folder, calibration = _int8_network(ov, core, root, model, input_size, network, calibrate)
     else:
-        network, folder = _float_network(ov, core, root, model, input_size, fingerprint)
-    return OpenVinoRunner(_compile(core, network, runtime), calibration, folder)
+        ir, folder = _float_network(ov, core, root, model, input_size, network)
+    return OpenVinoRunner(_compile(core, ir, runtime), calibration, folder)
 
 
 def runner_from_bytes(xml: bytes, weights: bytes, runtime: str, calibration: str | None = None) -> OpenVinoRunner:
@@ -147,32 +147,32 @@ def _compile(core, network, runtime: str):
                                                "INFERENCE_PRECISION_HINT": PRECISIONS[runtime]})
 
 
-def _float_network(ov, core, root, model, input_size, fingerprint):
-    """(the converted float32 network, its entry), cached."""
-    folder = entry_dir(root, "openvino", digest("openvino", fingerprint, ov.__version__, ENTRY_FORMAT))
+def _float_network(ov, core, root, model, input_size, name):
+    """(the converted float32 network, its entry), cached under `name`."""
+    folder = entry_dir(root, "openvino", digest("openvino", name, ov.__version__, ENTRY_FORMAT))
     network, _ = _read_cached(core, folder)
     if network is not None:
         mark_used(folder)
         return network, folder
     network = _convert(ov, model, input_size)
-    _save(ov, folder, network, {"fingerprint": fingerprint, "openvino": ov.__version__})
+    _save(ov, folder, network, {"fingerprint": name, "openvino": ov.__version__})
     return network, folder
 
 
-def _int8_network(ov, core, root, model, input_size, fingerprint, calibrate):
-    """(the int8 network, its entry, the digest of its calibration images), cached."""
+def _int8_network(ov, core, root, model, input_size, name, calibrate):
+    """(the int8 network, its entry, the digest of its calibration images), cached under `name`."""
     from retrieval.models.quantise import quantise
 
     version = nncf_version()
-    folder = entry_dir(root, "openvino", digest("openvino-int8", fingerprint, ov.__version__, version, INT8_FORMAT))
+    folder = entry_dir(root, "openvino", digest("openvino-int8", name, ov.__version__, version, INT8_FORMAT))
     network, meta = _read_cached(core, folder)
     if network is not None and isinstance(meta.get("calibration"), str):
         mark_used(folder)
         return network, folder, meta["calibration"]
     images, calibration = calibrate()
-    float_network, _ = _float_network(ov, core, root, model, input_size, fingerprint)
+    float_network, _ = _float_network(ov, core, root, model, input_size, name)
     network = quantise(float_network, images, staged=type(model).__name__ == "StagedNet")
-    _save(ov, folder, network, {"fingerprint": fingerprint, "openvino": ov.__version__, "nncf": version,
+    _save(ov, folder, network, {"fingerprint": name, "openvino": ov.__version__, "nncf": version,
                                 "precision": "int8", "calibration": calibration, "calibration_images": len(images)})
     return network, folder, calibration
 
