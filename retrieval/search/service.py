@@ -165,14 +165,10 @@ class Service:
         first = cat.row(query.items[0]) if query.items else None
         shown = None if first is None else QueryItem(cat.ids[first], cat.label_of(first),
                                                      self.thumbnails.path(cat, first), cat.metadata(first))
-        batcher = self._batcher(served)
-
-        def embed(image):  # validated once, for both sides
-            return batcher(open_image(image))
-
+        batcher = self._batcher(served)  # an upload is validated once, for both sides
         models = tuple(rec.embedder.fingerprint if rec else None for rec in (getattr(served, s) for s in SIDES))
-        uploads = [self._uploads.get(models, image, embed) for image in query.images]
-        unliked_uploads = [self._uploads.get(models, image, embed) for image in query.unlike_images]
+        uploads = [self._uploads.get(models, image, batcher) for image in query.images]
+        unliked_uploads = [self._uploads.get(models, image, batcher) for image in query.unlike_images]
         same = shown.label if shown is not None and not query.images and cat.has_labels else None
         sides = {}
         for side in SIDES:

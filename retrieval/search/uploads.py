@@ -8,16 +8,18 @@ from collections import OrderedDict
 
 from PIL import Image
 
-from retrieval.data.images import read_image_bytes
+from retrieval.data.images import open_image, read_image_bytes
 
 KEPT = 64  # uploads remembered per service: a few users' recent queries
 
 
-def content_digest(image) -> str:
-    """Names an upload (path, bytes or PIL image) by its content."""
+def content_digest(image) -> tuple:
+    """(a digest naming an upload by its content, the upload as open_image
+    takes it): a path is read once, for both."""
     if isinstance(image, Image.Image):
-        return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest()
-    return hashlib.sha256(read_image_bytes(image)[0]).hexdigest()
+        return hashlib.sha256(f"{image.mode}{image.size}".encode() + image.tobytes()).hexdigest(), (image,)
+    data, name = read_image_bytes(image)
+    return hashlib.sha256(data).hexdigest(), (data, name)
 
 
 class UploadEmbeddings:
@@ -30,13 +32,15 @@ class UploadEmbeddings:
     def get(self, models: tuple, image, embed):
         """The upload's embeddings under `models` (what embeds it: the served
         embeddings' fingerprints, so a head that arrives later is not missed);
-        `embed(image)` makes them when they are not remembered."""
-        key = (models, content_digest(image))
+        `embed(decoded image)` makes them when they are not remembered (the
+        upload validated by open_image first)."""
+        digest, source = content_digest(image)
+        key = (models, digest)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
                 return self._entries[key]
-        embeddings = embed(image)
+        embeddings = embed(open_image(*source))
         with self._lock:
             self._entries[key] = embeddings
             while len(self._entries) > self.kept:
